@@ -1,0 +1,55 @@
+"""cloud_exporter: atomic SavedModel exports to GCS, S3 and local disk, with safe pruning.
+
+Importing this package does not import TensorFlow; the adapters in ``cloud_exporter.estimator``
+and ``cloud_exporter.keras`` do.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import (
+    CloudExporterError,
+    CorruptExportError,
+    ExportNotFoundError,
+    InvalidArgumentError,
+    InvalidSourceError,
+    PermissionDeniedError,
+    PruneIncompleteError,
+    StorageError,
+    TransientStorageError,
+    VersionConflictError,
+)
+from .exports import latest_export, list_exports, verify_export
+from .marker import ExportInfo, FileRecord
+from .policies import KeepBest, KeepEveryHours, KeepNewest, KeepPinned
+from .publish import publish
+from .retention import PruneReport, prune
+from .retry import RetryPolicy
+
+__all__ = [
+    "CloudExporterError",
+    "CorruptExportError",
+    "ExportInfo",
+    "ExportNotFoundError",
+    "FileRecord",
+    "InvalidArgumentError",
+    "InvalidSourceError",
+    "KeepBest",
+    "KeepEveryHours",
+    "KeepNewest",
+    "KeepPinned",
+    "PermissionDeniedError",
+    "PruneIncompleteError",
+    "PruneReport",
+    "RetryPolicy",
+    "StorageError",
+    "TransientStorageError",
+    "VersionConflictError",
+    "__version__",
+    "latest_export",
+    "list_exports",
+    "prune",
+    "publish",
+    "verify_export",
+]

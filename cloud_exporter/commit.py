@@ -1,0 +1,198 @@
+"""The commit protocol: how the files of one version get into place and become visible.
+
+Three strategies share one shape (``write`` the files, then the marker commits):
+
+* ``StagedCopy`` (object stores, default): upload under ``<base>/.cloud-exporter-staging/``,
+  copy server-side into ``<base>/<version>/`` with saved_model.pb last, write the marker.
+* ``DirectWrite`` (object stores, ``mode="direct"``): upload straight into the version
+  directory, saved_model.pb last, then the marker. One pass; only marker-aware readers are safe.
+* ``LocalRename`` (local disk): build the whole version, marker included, in the staging
+  directory and ``rename`` it into place: atomic for every reader.
+
+The marker is created only if absent, after checking that the version directory holds exactly
+the files it lists. An export exists iff its marker exists and parses.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .errors import CorruptExportError, VersionConflictError
+from .layout import MARKER_NAME, is_saved_model_file, join, marker_path, staging_dir, version_dir
+from .marker import FileRecord, encode_marker, parse_marker
+from .source import SourceFile, copy_and_hash, sha256_file
+from .storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    """Everything one publish needs; strategies fill ``records``, ``staged`` and ``placed``."""
+
+    storage: Storage
+    base: str
+    version: int
+    files: list[SourceFile]
+    writer_id: str
+    metadata: dict
+    created: float
+    library_version: str
+    on_file: Callable[[int], None] | None = None
+    records: dict[str, FileRecord] = field(default_factory=dict)
+    staged: list[str] = field(default_factory=list)  # paths written under the staging prefix
+    placed: list[str] = field(default_factory=list)  # paths written into the version directory
+
+    @property
+    def target(self) -> str:
+        return version_dir(self.base, self.version)
+
+    @property
+    def staging(self) -> str:
+        return staging_dir(self.base, self.version, self.writer_id)
+
+    def manifest(self) -> list[FileRecord]:
+        return [self.records[f.relpath] for f in self.files]
+
+    def marker_bytes(self) -> bytes:
+        return encode_marker(
+            self.version,
+            self.created,
+            self.manifest(),
+            self.metadata,
+            self.writer_id,
+            self.library_version,
+        )
+
+
+class CommitStrategy(Protocol):
+    """Puts a version's files in place and commits it with the marker."""
+
+    name: str
+
+    def commit(self, plan: Plan) -> None: ...
+
+
+def split_last(files: list[SourceFile]) -> tuple[list[SourceFile], list[SourceFile]]:
+    """(every other file, the saved_model.pb/.pbtxt files that must land last)."""
+    last = [f for f in files if is_saved_model_file(f.relpath)]
+    return [f for f in files if not is_saved_model_file(f.relpath)], last
+
+
+def upload_hashed(plan: Plan, prefix: str, files: list[SourceFile], record: list[str]) -> None:
+    """Hash each file in one streaming read and upload it below ``prefix``, concurrently."""
+
+    def hashed(local: str) -> None:
+        source = by_local[local]
+        plan.records[source.relpath] = FileRecord(source.relpath, source.size, sha256_file(local))
+        if plan.on_file is not None:
+            plan.on_file(source.size)
+
+    by_local = {f.local_path: f for f in files}
+    pairs = [(f.local_path, join(prefix, f.relpath)) for f in files]
+    record.extend(dst for _, dst in pairs)
+    plan.storage.upload(pairs, before=hashed)
+
+
+def write_marker(plan: Plan) -> None:
+    """Check the version directory against the manifest, then create the marker if absent."""
+    storage = plan.storage
+    listed = {e.relpath: e.size for e in storage.list_tree(plan.target)}
+    expected = {r.path: r.size for r in plan.manifest()}
+    if listed != expected:
+        extra = sorted(set(listed) - set(expected))[:5]
+        wrong = sorted(p for p in expected if listed.get(p) != expected[p])[:5]
+        raise CorruptExportError(
+            f"{storage.uri(plan.target)} does not match the manifest before commit "
+            f"(unexpected {extra}, missing or wrong size {wrong}); nothing was committed: "
+            "publish again with a new version"
+        )
+    path = marker_path(plan.base, plan.version)
+    data = plan.marker_bytes()
+    if storage.create_exclusive(path, data):
+        return
+    existing = storage.read_bytes(path, len(data))
+    if existing == data:  # our own earlier attempt went through; its answer was lost
+        return
+    raise VersionConflictError(
+        f"{storage.uri(path)} was committed by another writer; publish again with a new version"
+    )
+
+
+class StagedCopy:
+    """Upload to staging, copy server-side into place (saved_model.pb last), then commit."""
+
+    name = "staged"
+
+    def commit(self, plan: Plan) -> None:
+        upload_hashed(plan, plan.staging, plan.files, plan.staged)
+        others, last = split_last(plan.files)
+        for group in (others, last):
+            pairs = [(join(plan.staging, f.relpath), join(plan.target, f.relpath)) for f in group]
+            plan.placed.extend(dst for _, dst in pairs)
+            plan.storage.copy(pairs)
+        write_marker(plan)
+
+
+class DirectWrite:
+    """Upload straight into the version directory (saved_model.pb last), then commit."""
+
+    name = "direct"
+
+    def commit(self, plan: Plan) -> None:
+        others, last = split_last(plan.files)
+        upload_hashed(plan, plan.target, others, plan.placed)
+        upload_hashed(plan, plan.target, last, plan.placed)
+        write_marker(plan)
+
+
+class LocalRename:
+    """Build the complete version beside its final place, marker included, then rename it."""
+
+    name = "local-rename"
+
+    def commit(self, plan: Plan) -> None:
+        build = plan.staging
+        for f in plan.files:
+            os.makedirs(os.path.dirname(os.path.join(build, f.relpath)), exist_ok=True)
+
+        def copy_one(f: SourceFile) -> None:
+            digest = copy_and_hash(f.local_path, os.path.join(build, f.relpath))
+            plan.records[f.relpath] = FileRecord(f.relpath, f.size, digest)
+            if plan.on_file is not None:
+                plan.on_file(f.size)
+
+        plan.storage.run_parallel(copy_one, plan.files)
+        with open(os.path.join(build, MARKER_NAME), "wb") as out:
+            out.write(plan.marker_bytes())
+        try:
+            os.rename(build, plan.target)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise VersionConflictError(
+                    f"{plan.target} already exists; publish again with a new version"
+                ) from exc
+            raise
+
+
+def choose_strategy(storage: Storage, mode: str) -> CommitStrategy:
+    if storage.is_local:
+        return LocalRename()
+    return StagedCopy() if mode == "staged" else DirectWrite()
+
+
+def our_marker_committed(plan: Plan) -> bool:
+    """After a failure: did our marker land anyway (its answer lost)? Errors count as unknown."""
+    data = plan.storage.read_bytes(marker_path(plan.base, plan.version), 1 << 24)
+    if data is None:
+        return False
+    try:
+        info = parse_marker(data, plan.version, plan.storage.uri(plan.target))
+    except CorruptExportError:
+        return False
+    return info.writer_id == plan.writer_id

@@ -1,0 +1,47 @@
+"""The exception hierarchy: every error the library raises on purpose is a CloudExporterError."""
+
+from __future__ import annotations
+
+
+class CloudExporterError(Exception):
+    """Base class of every error cloud_exporter raises on purpose."""
+
+
+class InvalidArgumentError(CloudExporterError, ValueError):
+    """An argument is malformed (bad keep, version, metadata, URI scheme...)."""
+
+
+class InvalidSourceError(InvalidArgumentError):
+    """The directory to publish is missing, not a SavedModel, or unsafe (escaping symlink...)."""
+
+
+class VersionConflictError(CloudExporterError):
+    """The requested version is already committed or being published by another writer."""
+
+
+class CorruptExportError(CloudExporterError):
+    """A committed export does not match its marker, or its marker does not validate."""
+
+
+class ExportNotFoundError(CloudExporterError, LookupError):
+    """No committed export with that version exists under the base."""
+
+
+class StorageError(CloudExporterError):
+    """The storage backend failed and retrying did not (or could not) help."""
+
+
+class TransientStorageError(StorageError):
+    """A storage failure worth retrying; raised once the retry budget is spent."""
+
+
+class PermissionDeniedError(StorageError, PermissionError):
+    """The credentials lack a permission the operation needs."""
+
+
+class PruneIncompleteError(StorageError):
+    """A prune could not delete everything it meant to; running it again finishes the job."""
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report

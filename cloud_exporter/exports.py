@@ -1,0 +1,163 @@
+"""Reading exports: list, latest, verify. Only marked versions exist; everything else is ignored.
+
+Every function lists the base freshly (one recursive listing, ~1 request per 1000 objects) and
+reads markers only where it needs their contents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import CorruptExportError, ExportNotFoundError
+from .layout import MARKER_NAME, marker_path, parse_version, version_dir
+from .marker import MAX_MARKER_BYTES, ExportInfo, parse_marker
+from .retry import DEFAULT_RETRY, RetryPolicy
+from .source import CHUNK
+from .storage import Entry, Storage, resolve
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BaseListing:
+    """One fresh listing of a base, grouped by version directory."""
+
+    versions: dict[int, dict[str, Entry]] = field(default_factory=dict)
+    others: list[Entry] = field(default_factory=list)  # staging, stock temp-* dirs, foreign files
+
+    def marked(self) -> list[int]:
+        """Versions whose marker object is listed, ascending."""
+        return sorted(v for v, files in self.versions.items() if MARKER_NAME in files)
+
+
+def list_base(storage: Storage, base: str) -> BaseListing:
+    listing = BaseListing()
+    grouped: dict[int, dict[str, Entry]] = defaultdict(dict)
+    for entry in storage.list_tree(base):
+        head, _, rest = entry.relpath.partition("/")
+        version = parse_version(head)
+        if version is None or not rest:
+            listing.others.append(entry)
+        else:
+            grouped[version][rest] = Entry(rest, entry.size, entry.mtime)
+    listing.versions = dict(grouped)
+    return listing
+
+
+def read_export(storage: Storage, base: str, version: int) -> ExportInfo:
+    """Read and validate one marker; ExportNotFoundError when it does not exist."""
+    data = storage.read_bytes(marker_path(base, version), MAX_MARKER_BYTES)
+    uri = storage.uri(version_dir(base, version))
+    if data is None:
+        raise ExportNotFoundError(
+            f"no committed export {uri}: it has no marker ({MARKER_NAME}); run "
+            "'cloud-exporter list' to see the committed versions"
+        )
+    return parse_marker(data, version, uri)
+
+
+def scan_exports(storage: Storage, base: str) -> tuple[list[ExportInfo], dict[int, str]]:
+    """(valid exports ascending, {version: why invalid}) from one listing and the markers."""
+    versions = list_base(storage, base).marked()
+    results: dict[int, ExportInfo | str] = {}
+
+    def load(version: int) -> None:
+        try:
+            results[version] = read_export(storage, base, version)
+        except (CorruptExportError, ExportNotFoundError) as exc:
+            results[version] = str(exc)
+
+    storage.run_parallel(load, versions)
+    valid = [r for v, r in sorted(results.items()) if isinstance(r, ExportInfo)]
+    invalid = {v: r for v, r in results.items() if isinstance(r, str)}
+    for version, why in sorted(invalid.items()):
+        log.warning("ignoring version %d: %s", version, why)
+    return valid, invalid
+
+
+def _storage(base: str, filesystem: Any, storage_options: Any, retry: RetryPolicy):
+    fs, root = resolve(base, filesystem, storage_options)
+    return Storage(fs, retry), root
+
+
+def list_exports(
+    base: str,
+    *,
+    filesystem: Any = None,
+    storage_options: dict[str, Any] | None = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> list[ExportInfo]:
+    """Every committed export under ``base``, ascending by version (invalid markers skipped)."""
+    storage, root = _storage(base, filesystem, storage_options, retry)
+    return scan_exports(storage, root)[0]
+
+
+def latest_export(
+    base: str,
+    *,
+    filesystem: Any = None,
+    storage_options: dict[str, Any] | None = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> ExportInfo | None:
+    """The committed export with the highest version, or None; reads a single marker."""
+    storage, root = _storage(base, filesystem, storage_options, retry)
+    for version in reversed(list_base(storage, root).marked()):
+        try:
+            return read_export(storage, root, version)
+        except (CorruptExportError, ExportNotFoundError) as exc:
+            log.warning("skipping version %d: %s", version, exc)
+    return None
+
+
+def verify_export(
+    base: str,
+    version: int,
+    *,
+    deep: bool = False,
+    filesystem: Any = None,
+    storage_options: dict[str, Any] | None = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> ExportInfo:
+    """Check that ``version`` is committed and intact; raise CorruptExportError if not.
+
+    Intact means: the marker validates and the version directory holds exactly its files with
+    their sizes. ``deep=True`` also streams every file and compares SHA-256 checksums.
+    """
+    storage, root = _storage(base, filesystem, storage_options, retry)
+    info = read_export(storage, root, version)
+    listed = {e.relpath: e.size for e in storage.list_tree(version_dir(root, version))}
+    listed.pop(MARKER_NAME, None)
+    problems = [f"missing {f.path}" for f in info.files if f.path not in listed]
+    problems += [
+        f"{f.path} has {listed[f.path]} bytes, marker says {f.size}"
+        for f in info.files
+        if f.path in listed and listed[f.path] != f.size
+    ]
+    problems += [f"unexpected {p}" for p in sorted(set(listed) - {f.path for f in info.files})]
+    if not problems and deep:
+        problems = _checksum_problems(storage, root, info)
+    if problems:
+        raise CorruptExportError(
+            f"export {info.uri} is not intact: {'; '.join(problems[:10])}; publish it again or "
+            "delete it with 'cloud-exporter prune'"
+        )
+    return info
+
+
+def _checksum_problems(storage: Storage, base: str, info: ExportInfo) -> list[str]:
+    problems: list[str] = []
+
+    def check(record: Any) -> None:
+        digest = hashlib.sha256()
+        with storage.open_read(f"{version_dir(base, info.version)}/{record.path}") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
+        if digest.hexdigest() != record.sha256:
+            problems.append(f"{record.path} checksum mismatch")
+
+    storage.run_parallel(check, list(info.files))
+    return problems

@@ -1,0 +1,138 @@
+"""``publish``: validate, claim a version, commit it with a strategy, clean up, optionally prune."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from . import __version__
+from .commit import Plan, choose_strategy, our_marker_committed
+from .errors import InvalidArgumentError, VersionConflictError
+from .layout import claim_path, marker_path, parse_version, version_dir
+from .marker import ExportInfo, check_metadata, parse_marker
+from .retry import DEFAULT_RETRY, RetryPolicy
+from .source import scan_source
+from .storage import Storage, resolve
+
+log = logging.getLogger(__name__)
+
+MODES = ("staged", "direct")
+MAX_VERSION = 10**19 - 1
+_MAX_BUMPS = 1000
+
+
+def publish(
+    source_dir: str | os.PathLike[str],
+    base: str,
+    *,
+    version: int | None = None,
+    assets_extra: Mapping[str, str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    mode: str = "staged",
+    keep: int | None = None,
+    filesystem: Any = None,
+    storage_options: dict[str, Any] | None = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    concurrency: int = 8,
+    progress: Callable[[int], None] | None = None,
+) -> ExportInfo:
+    """Publish the SavedModel in ``source_dir`` as a new version under ``base``, atomically.
+
+    The export becomes visible only when its marker is written; a failure at any step leaves no
+    visible export. ``keep`` prunes to the newest N afterwards (see ``prune``). ``progress`` is
+    called with the byte count of each file once it is transferred.
+    """
+    if mode not in MODES:
+        raise InvalidArgumentError(f"mode must be one of {MODES}, got {mode!r}")
+    check_version(version)
+    if keep is not None:
+        from .policies import check_keep
+
+        check_keep(keep)
+    files = scan_source(source_dir, assets_extra)
+    meta = check_metadata(metadata)
+    fs, root = resolve(base, filesystem, storage_options)
+    storage = Storage(fs, retry, concurrency)
+    writer_id = f"w{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    claimed = claim_version(storage, root, version, writer_id)
+    plan = Plan(storage, root, claimed, files, writer_id, meta, time.time(), __version__, progress)
+    strategy = choose_strategy(storage, mode)
+    log.info("publishing %s as %s (%s)", source_dir, storage.uri(plan.target), strategy.name)
+    try:
+        strategy.commit(plan)
+    except BaseException:
+        _abort(plan)
+        raise
+    _cleanup(plan)
+    info = parse_marker(plan.marker_bytes(), claimed, storage.uri(plan.target))
+    log.info("committed %s (%d files, %d bytes)", info.uri, len(info.files), info.total_size)
+    if keep is not None:
+        from .retention import prune
+
+        prune(base, keep=keep, filesystem=fs, retry=retry)
+    return info
+
+
+def check_version(version: object) -> None:
+    if version is None:
+        return
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InvalidArgumentError(f"version must be an int, got {version!r}")
+    if not 0 <= version <= MAX_VERSION:
+        raise InvalidArgumentError(f"version must be in [0, {MAX_VERSION}], got {version}")
+
+
+def claim_version(storage: Storage, base: str, requested: int | None, writer_id: str) -> int:
+    """Reserve a version with a create-only claim object; bump by one while taken."""
+    if requested is not None:
+        if not _try_claim(storage, base, requested, writer_id):
+            raise VersionConflictError(
+                f"version {requested} already exists or is being published under "
+                f"{storage.uri(base)}; choose another version or omit it"
+            )
+        return requested
+    existing = [parse_version(n) for n in storage.list_children(base)]
+    candidate = max([int(time.time())] + [v + 1 for v in existing if v is not None])
+    for _ in range(_MAX_BUMPS):
+        if _try_claim(storage, base, candidate, writer_id):
+            return candidate
+        candidate += 1
+    raise VersionConflictError(f"no free version found near {candidate} under {storage.uri(base)}")
+
+
+def _try_claim(storage: Storage, base: str, version: int, writer_id: str) -> bool:
+    claim = claim_path(base, version)
+    if not storage.create_exclusive(claim, writer_id.encode()):
+        return storage.read_bytes(claim, 256) == writer_id.encode()  # a retried claim of ours
+    if storage.read_bytes(marker_path(base, version), 0) is None and not storage.list_tree(
+        version_dir(base, version)
+    ):
+        return True
+    storage.delete_one(claim)  # the version exists (claims are removed after commit)
+    return False
+
+
+def _cleanup(plan: Plan) -> None:
+    """Remove the staging copies and the claim; a failure here leaves litter, never harm."""
+    try:
+        plan.storage.delete([*plan.staged, claim_path(plan.base, plan.version)])
+    except Exception as exc:  # the export is committed; prune removes leftovers later
+        log.warning("committed, but cleanup of staging failed (%s); prune removes it later", exc)
+
+
+def _abort(plan: Plan) -> None:
+    """Best effort after a failure: remove what this publish wrote unless it committed."""
+    storage = plan.storage
+    try:
+        if our_marker_committed(plan):
+            log.warning("publish failed after its marker landed: %s is committed", plan.target)
+            return
+        if storage.is_local:
+            storage.remove_local_tree(plan.staging)
+        storage.delete([*plan.placed, *plan.staged, claim_path(plan.base, plan.version)])
+    except BaseException as exc:
+        log.warning("could not clean up after a failed publish (%s); prune removes it later", exc)

@@ -1,0 +1,233 @@
+"""``prune``: delete all but the exports the policies keep, and clean up after crashed publishes.
+
+Deletion order, for every doomed export (batched across exports, ~1000 keys a request on S3):
+1. its marker: from here on the export does not exist for list/latest/verify;
+2. saved_model.pb/.pbtxt: TF Serving can no longer load the directory;
+3. every other file.
+
+Safety rules: decisions rest on a fresh listing plus the markers read back just now (a stale
+listing entry whose marker is gone is not counted as kept); an export the listing does not show
+is never touched; deletes that find nothing count as done; orphans (staging, claims, unmarked
+version directories of our crashed publishes, stock ``temp-*`` dirs) are removed only when every
+object in them is older than ``grace_seconds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import PruneIncompleteError, StorageError
+from .exports import BaseListing, list_base, scan_exports
+from .layout import (
+    CLAIM_SUFFIX,
+    MARKER_NAME,
+    STAGING_DIRNAME,
+    STOCK_TEMP_PREFIX,
+    is_saved_model_file,
+    join,
+    marker_path,
+    version_dir,
+)
+from .policies import KeepBest, build_policies, select_kept
+from .retry import DEFAULT_RETRY, RetryPolicy
+from .storage import Entry, Storage, resolve
+
+log = logging.getLogger(__name__)
+_STAGED_NAME = re.compile(r"^([0-9]{1,19})(?:\.claim$|-)")
+
+
+@dataclass
+class PruneReport:
+    """What a prune kept, deleted, skipped and cleaned (or would, with ``dry_run``)."""
+
+    base: str
+    dry_run: bool = False
+    kept: dict[int, list[str]] = field(default_factory=dict)
+    deleted: list[int] = field(default_factory=list)
+    skipped: dict[int, str] = field(default_factory=dict)
+    orphans_removed: list[str] = field(default_factory=list)
+    orphans_waiting: list[str] = field(default_factory=list)
+    remaining: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Orphan:
+    """A group of leftover objects that is removed (or kept) as a whole."""
+
+    name: str
+    first: list[str] = field(default_factory=list)  # version-dir files, saved_model.pb first
+    rest: list[str] = field(default_factory=list)  # staging files
+    claim: str | None = None  # deleted last: it keeps the version reserved until then
+    newest: float = 0.0
+
+    def add(self, path: str, entry: Entry, bucket: list[str]) -> None:
+        bucket.append(path)
+        self.newest = max(self.newest, entry.mtime or time.time())
+
+
+def prune(
+    base: str,
+    keep: int | None = 5,
+    *,
+    keep_every_hours: float | None = None,
+    keep_best: tuple[str, str, int] | KeepBest | None = None,
+    pinned: Iterable[int] = (),
+    grace_seconds: float = 3600,
+    dry_run: bool = False,
+    filesystem: Any = None,
+    storage_options: dict[str, Any] | None = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> PruneReport:
+    """Delete committed exports no policy keeps, then orphans older than ``grace_seconds``.
+
+    Idempotent: a prune that raises PruneIncompleteError leaves a state that running it again
+    finishes. ``dry_run`` mutates nothing and reports exactly what a real run would delete.
+    """
+    policies = build_policies(keep, keep_every_hours, keep_best, pinned)
+    if grace_seconds < 0:
+        raise ValueError(f"grace_seconds must be >= 0, got {grace_seconds!r}")
+    fs, root = resolve(base, filesystem, storage_options)
+    storage = Storage(fs, retry)
+    report = PruneReport(base=storage.uri(root), dry_run=dry_run)
+    listing = list_base(storage, root)
+    exports, invalid = scan_exports(storage, root)
+    report.skipped.update(invalid)
+    report.kept = select_kept(policies, exports)
+    doomed = [e.version for e in exports if e.version not in report.kept]
+    orphans = _find_orphans(storage, root, listing, {e.version for e in exports}, invalid)
+    now = time.time()
+    ripe = [o for o in orphans if now - o.newest >= grace_seconds]
+    report.orphans_waiting = [o.name for o in orphans if now - o.newest < grace_seconds]
+    report.deleted = doomed
+    report.orphans_removed = [o.name for o in ripe]
+    for version, files in listing.versions.items():
+        if MARKER_NAME not in files and version not in {_version_of(o.name) for o in orphans}:
+            report.skipped[version] = "unmarked directory not written by cloud_exporter: left alone"
+    if dry_run:
+        return report
+    try:
+        _delete_exports(storage, root, listing, doomed)
+        _delete_orphans(storage, root, ripe)
+    except StorageError as exc:
+        report.remaining = _still_there(storage, root, doomed)
+        raise PruneIncompleteError(
+            f"prune of {report.base} stopped ({exc}); {len(report.remaining)} objects remain: "
+            "run prune again to finish",
+            report,
+        ) from exc
+    log.info("pruned %s: deleted %s, kept %s", report.base, doomed, sorted(report.kept))
+    return report
+
+
+def _delete_exports(storage: Storage, base: str, listing: BaseListing, doomed: list[int]) -> None:
+    if not doomed:
+        return
+    markers, models, rest = [], [], []
+    for version in doomed:
+        vdir = version_dir(base, version)
+        for relpath in listing.versions.get(version, {}):
+            path = join(vdir, relpath)
+            if relpath == MARKER_NAME:
+                markers.append(path)
+            elif is_saved_model_file(relpath):
+                models.append(path)
+            else:
+                rest.append(path)
+        if marker_path(base, version) not in markers:
+            markers.append(marker_path(base, version))
+    for phase in (markers, models, rest):
+        storage.delete(phase)
+    leftovers = _still_there(storage, base, doomed)  # a later listing still shows: delete again
+    if leftovers:
+        storage.delete(leftovers)
+    for version in doomed:
+        storage.remove_empty_dirs(version_dir(base, version))
+
+
+def _still_there(storage: Storage, base: str, versions: list[int]) -> list[str]:
+    """Objects of ``versions`` that one fresh listing of the base still shows."""
+    wanted = set(versions)
+    listed = list_base(storage, base).versions
+    return [
+        join(version_dir(base, v), relpath)
+        for v in sorted(wanted & set(listed))
+        for relpath in listed[v]
+    ]
+
+
+def _find_orphans(
+    storage: Storage,
+    base: str,
+    listing: BaseListing,
+    committed: set[int],
+    invalid: dict[int, str],
+) -> list[_Orphan]:
+    """Group leftovers by what created them: one group per version, per stock temp dir."""
+    groups: dict[str, _Orphan] = {}
+    staged_versions: set[int] = set()
+    for entry in listing.others:
+        head, _, rest = entry.relpath.partition("/")
+        path = join(base, entry.relpath)
+        if head == STAGING_DIRNAME and rest:
+            match = _STAGED_NAME.match(rest.split("/", 1)[0])
+            if not match:
+                continue
+            version = int(match.group(1))
+            staged_versions.add(version)
+            group = groups.setdefault(
+                str(version), _Orphan(storage.uri(version_dir(base, version)))
+            )
+            if rest.endswith(CLAIM_SUFFIX) and "/" not in rest:
+                group.claim = path
+                group.newest = max(group.newest, entry.mtime or time.time())
+            else:
+                group.add(path, entry, group.rest)
+        elif head.startswith(STOCK_TEMP_PREFIX) and head[len(STOCK_TEMP_PREFIX) :].isdigit():
+            group = groups.setdefault(head, _Orphan(storage.uri(join(base, head))))
+            group.add(path, entry, group.rest)
+    for version, files in listing.versions.items():
+        if version in committed or version in invalid or version not in staged_versions:
+            continue  # committed, or not ours (no claim or staging of ours names it)
+        group = groups[str(version)]
+        ordered = sorted(files, key=lambda rel: (not is_saved_model_file(rel), rel))
+        for relpath in ordered:
+            group.add(join(version_dir(base, version), relpath), files[relpath], group.first)
+    return list(groups.values())
+
+
+def _version_of(name: str) -> int | None:
+    tail = name.rstrip("/").rsplit("/", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def _delete_orphans(storage: Storage, base: str, orphans: list[_Orphan]) -> None:
+    """Version-dir files (saved_model.pb first), then staging, then the claim."""
+    by_phase: dict[int, list[str]] = defaultdict(list)
+    for orphan in orphans:
+        version = _version_of(orphan.name)
+        if orphan.first and version is not None:
+            if storage.read_bytes(marker_path(base, version), 0) is not None:
+                continue  # committed since the listing: not an orphan after all
+            by_phase[0] += orphan.first[:1]
+            by_phase[1] += orphan.first[1:]
+        by_phase[2] += orphan.rest
+        if orphan.claim:
+            by_phase[3].append(orphan.claim)
+    for phase in sorted(by_phase):
+        storage.delete(by_phase[phase])
+    for orphan in orphans:
+        version = _version_of(orphan.name)
+        if version is not None:
+            storage.remove_empty_dirs(version_dir(base, version))
+        storage.remove_empty_dirs(join(base, STAGING_DIRNAME))
+        if orphan.name.rsplit("/", 1)[-1].startswith(STOCK_TEMP_PREFIX):
+            storage.remove_empty_dirs(join(base, orphan.name.rsplit("/", 1)[-1]))

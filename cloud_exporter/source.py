@@ -1,0 +1,152 @@
+"""Validation of what is about to be published: the SavedModel directory and assets.extra.
+
+Nothing is written anywhere until ``scan_source`` has accepted the whole input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .errors import InvalidArgumentError, InvalidSourceError
+from .layout import ASSETS_EXTRA_DIRNAME, MARKER_NAME, SAVED_MODEL_NAMES, is_saved_model_file
+
+CHUNK = 1 << 20
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file to publish: where it goes in the export and where it is read from."""
+
+    relpath: str
+    local_path: str
+    size: int
+
+
+def check_relative_path(path: object, what: str) -> str:
+    """Accept a clean relative POSIX path (no '..', no absolute or drive path, not empty)."""
+    if not isinstance(path, str) or not path or path.strip() != path:
+        raise InvalidArgumentError(f"{what} {path!r} must be a non-empty relative path")
+    if "\\" in path or _DRIVE.match(path) or path.startswith("/"):
+        raise InvalidArgumentError(
+            f"{what} {path!r} must be a relative path with '/' separators, not absolute"
+        )
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts) or posixpath.normpath(path) != path:
+        raise InvalidArgumentError(
+            f"{what} {path!r} must not contain '..', '.' or empty components"
+        )
+    return path
+
+
+def scan_source(
+    source_dir: str | os.PathLike[str], assets_extra: Mapping[str, str] | None = None
+) -> list[SourceFile]:
+    """List every file to publish, saved_model.pb last; raise before anything is written."""
+    root = _check_source_dir(source_dir)
+    files = {f.relpath: f for f in _walk(root)}
+    if not any(name in files for name in SAVED_MODEL_NAMES):
+        raise InvalidSourceError(
+            f"{root} has no saved_model.pb or saved_model.pbtxt at its top: pass the directory "
+            "that tf.saved_model.save / model.export wrote"
+        )
+    for extra in _assets_extra(assets_extra):
+        if extra.relpath in files:
+            raise InvalidArgumentError(
+                f"assets_extra destination {extra.relpath!r} already exists in {root}; "
+                "choose another destination"
+            )
+        files[extra.relpath] = extra
+    return sorted(files.values(), key=lambda f: (is_saved_model_file(f.relpath), f.relpath))
+
+
+def _check_source_dir(source_dir: object) -> str:
+    if not isinstance(source_dir, (str, os.PathLike)) or not os.fspath(source_dir):
+        raise InvalidSourceError(f"source_dir must be a directory path, got {source_dir!r}")
+    path = os.fspath(source_dir)
+    if not os.path.exists(path):
+        raise InvalidSourceError(f"source directory {path} does not exist")
+    if not os.path.isdir(path):
+        raise InvalidSourceError(
+            f"{path} is a file, not a directory: pass the SavedModel directory that contains "
+            "saved_model.pb"
+        )
+    return os.path.realpath(path)
+
+
+def _walk(root: str) -> list[SourceFile]:
+    found: list[SourceFile] = []
+    seen_dirs: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real_dir = os.path.realpath(dirpath)
+        _check_inside(root, dirpath, real_dir)
+        if real_dir in seen_dirs:  # a symlink loop inside the source
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real_dir)
+        for name in filenames:
+            local = os.path.join(dirpath, name)
+            real = os.path.realpath(local)
+            _check_inside(root, local, real)
+            if not os.path.isfile(real):
+                raise InvalidSourceError(f"{local} is not a regular file (a socket, fifo or link)")
+            relpath = os.path.relpath(local, root).replace(os.sep, "/")
+            if relpath == MARKER_NAME:
+                raise InvalidSourceError(
+                    f"{local} uses the reserved name {MARKER_NAME}; remove it from the source"
+                )
+            found.append(SourceFile(relpath, local, os.path.getsize(real)))
+    return found
+
+
+def _check_inside(root: str, shown: str, real: str) -> None:
+    if real != root and not real.startswith(root + os.sep):
+        raise InvalidSourceError(
+            f"{shown} is a symlink that points outside the source directory ({real}); "
+            "copy the target into the SavedModel or remove the link"
+        )
+
+
+def _assets_extra(assets_extra: Mapping[str, str] | None) -> list[SourceFile]:
+    if assets_extra is None:
+        return []
+    if not isinstance(assets_extra, Mapping):
+        raise InvalidArgumentError(
+            "assets_extra must be a mapping {destination under assets.extra/: source file path}"
+        )
+    extras = []
+    for dest, src in assets_extra.items():
+        dest = check_relative_path(dest, "assets_extra destination")
+        if not isinstance(src, (str, os.PathLike)) or not os.path.isfile(src):
+            kind = "a directory" if isinstance(src, str) and os.path.isdir(src) else "missing"
+            raise InvalidArgumentError(
+                f"assets_extra source {src!r} for {dest!r} is {kind}: it must be an existing "
+                "regular file"
+            )
+        src = os.fspath(src)
+        extras.append(SourceFile(f"{ASSETS_EXTRA_DIRNAME}/{dest}", src, os.path.getsize(src)))
+    return extras
+
+
+def sha256_file(path: str) -> str:
+    """Hex SHA-256 of a local file, read in one streaming pass."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def copy_and_hash(src: str, dst: str) -> str:
+    """Copy a local file and return its SHA-256, reading the source once."""
+    digest = hashlib.sha256()
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        while chunk := fin.read(CHUNK):
+            digest.update(chunk)
+            fout.write(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,254 @@
+"""The one place that talks to fsspec: resolution, fresh listings, transfers, exclusive creates.
+
+Every call goes through the RetryPolicy; transfers run on a bounded thread pool (fsspec's async
+backends multiplex them on their own event loop). Callers get plain values back and never see a
+cached listing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
+
+from .errors import InvalidArgumentError, PermissionDeniedError
+from .retry import DEFAULT_RETRY, RetryPolicy
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1000 keys per request
+_MEMORY_CREATE_LOCK = threading.Lock()  # memory:// lives in this process: a lock makes it exclusive
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A listed object: its path relative to the listed prefix, size and modification time."""
+
+    relpath: str
+    size: int
+    mtime: float | None
+
+
+def resolve(
+    base: str, filesystem: Any = None, storage_options: dict[str, Any] | None = None
+) -> tuple[Any, str]:
+    """Return ``(filesystem, stripped_base_path)`` for a URI or local path."""
+    if not isinstance(base, (str, os.PathLike)) or not str(base).strip():
+        raise InvalidArgumentError(f"base must be a non-empty URI or path, got {base!r}")
+    base = os.fspath(base)
+    if filesystem is not None:
+        if storage_options:
+            raise InvalidArgumentError(
+                "pass either filesystem= or storage_options=, not both (the filesystem "
+                "instance already carries its options)"
+            )
+        path = filesystem._strip_protocol(base)
+    else:
+        try:
+            filesystem, path = fsspec.core.url_to_fs(base, **(storage_options or {}))
+        except ValueError as exc:
+            raise InvalidArgumentError(
+                f"{_scheme(base)!r} in {base!r} is not a known storage scheme: use gs://, "
+                "s3://, file://, memory:// or a local path"
+            ) from exc
+        except ImportError as exc:
+            raise InvalidArgumentError(
+                f"the backend for {base!r} is not installed ({exc}): install "
+                "'cloud-exporter[gcs]' for gs:// or 'cloud-exporter[s3]' for s3://"
+            ) from exc
+    path = path.rstrip("/")
+    if not path:
+        raise InvalidArgumentError(
+            f"base {base!r} names a bucket or filesystem root; use a prefix such as "
+            "gs://bucket/models/NAME so exports do not mix with other data"
+        )
+    return filesystem, path
+
+
+def _scheme(uri: str) -> str:
+    return uri.split("://", 1)[0] if "://" in uri else ""
+
+
+def innermost(fs: Any) -> Any:
+    """The real filesystem under any wrappers that expose ``.inner`` (such as FaultyFileSystem)."""
+    while getattr(fs, "inner", None) is not None:
+        fs = fs.inner
+    return fs
+
+
+class Storage:
+    """A filesystem plus the policies the library applies to every call."""
+
+    def __init__(self, fs: Any, retry: RetryPolicy = DEFAULT_RETRY, concurrency: int = 8) -> None:
+        if concurrency < 1:
+            raise InvalidArgumentError("concurrency must be >= 1")
+        self.fs = fs
+        self.retry = retry
+        self.concurrency = concurrency
+        real = innermost(fs)
+        self.is_local = isinstance(real, LocalFileSystem)
+        self._is_memory = isinstance(real, MemoryFileSystem)
+
+    # -- naming ---------------------------------------------------------------------------
+    def uri(self, path: str) -> str:
+        """The path with its scheme, as users pass it back in."""
+        return self.fs.unstrip_protocol(path)
+
+    def _call(self, what: str, path: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        try:
+            return self.retry.call(f"{what} {self.uri(path)}", fn, *args, **kw)
+        except PermissionError as exc:
+            raise PermissionDeniedError(
+                f"permission denied to {what} {self.uri(path)}: grant the training identity "
+                "object create/get/list/delete on the export prefix (see terraform/)"
+            ) from exc
+
+    # -- listings (always fresh) ------------------------------------------------------------
+    def list_tree(self, prefix: str) -> list[Entry]:
+        """Every object below ``prefix``, from a fresh listing; [] when there is none."""
+        self.fs.invalidate_cache(prefix)
+        try:
+            found = self._call("list", prefix, self.fs.find, prefix, withdirs=False, detail=True)
+        except FileNotFoundError:
+            return []
+        root = prefix.rstrip("/") + "/"
+        entries = []
+        for path, info in found.items():
+            if info.get("type", "file") != "file" or not path.startswith(root):
+                continue
+            entries.append(Entry(path[len(root) :], int(info.get("size") or 0), _mtime(info)))
+        return entries
+
+    def list_children(self, prefix: str) -> list[str]:
+        """Names directly below ``prefix`` (objects and pseudo-directories), freshly listed."""
+        self.fs.invalidate_cache(prefix)
+        try:
+            items = self._call("list", prefix, self.fs.ls, prefix, detail=False)
+        except FileNotFoundError:
+            return []
+        names = {str(p).rstrip("/").rsplit("/", 1)[-1] for p in items}
+        return sorted(n for n in names if n)
+
+    # -- reads ----------------------------------------------------------------------------
+    def read_bytes(self, path: str, limit: int) -> bytes | None:
+        """The object's bytes, None if it does not exist; at most ``limit + 1`` bytes are read."""
+        try:
+            return self._call("read", path, self.fs.cat_file, path, start=0, end=limit + 1)
+        except FileNotFoundError:
+            return None
+
+    def open_read(self, path: str) -> Any:
+        return self._call("open", path, self.fs.open, path, "rb")
+
+    # -- writes ---------------------------------------------------------------------------
+    def create_exclusive(self, path: str, data: bytes) -> bool:
+        """Write ``data`` only if nothing exists at ``path``; False when something does."""
+        try:
+            if self.is_local:
+                self._call("create", path, _local_create_exclusive, path, data)
+            elif self._is_memory:
+                with _MEMORY_CREATE_LOCK:
+                    self._call("create", path, self.fs.pipe_file, path, data, mode="create")
+            else:
+                self._call("create", path, self.fs.pipe_file, path, data, mode="create")
+        except FileExistsError:
+            return False
+        return True
+
+    def upload(
+        self, pairs: Sequence[tuple[str, str]], before: Callable[[str], None] | None = None
+    ) -> None:
+        """Upload ``(local_path, remote_path)`` pairs concurrently, each retried on its own.
+
+        ``before(local_path)`` runs in the same worker just before the upload (used to hash).
+        """
+
+        def one(pair: tuple[str, str]) -> None:
+            if before is not None:
+                before(pair[0])
+            self._call("upload", pair[1], self.fs.put_file, pair[0], pair[1])
+
+        self.run_parallel(one, pairs)
+
+    def copy(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Server-side copy of ``(src, dst)`` pairs, concurrently (no bytes through the client)."""
+        self.run_parallel(lambda p: self._call("copy", p[1], self.fs.cp_file, p[0], p[1]), pairs)
+
+    def run_parallel(self, fn: Callable[[T], Any], items: Sequence[T]) -> None:
+        """Apply ``fn`` to each item on <= ``concurrency`` threads; re-raise the first error."""
+        if len(items) <= 1 or self.concurrency == 1:
+            for item in items:
+                fn(item)
+            return
+        with ThreadPoolExecutor(min(self.concurrency, len(items))) as pool:
+            futures = [pool.submit(fn, item) for item in items]
+            errors = [f.exception() for f in futures]
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+
+    def delete(self, paths: Iterable[str]) -> None:
+        """Delete objects in batches; objects that are already gone count as deleted."""
+        paths = list(paths)
+        for start in range(0, len(paths), DELETE_BATCH):
+            batch = paths[start : start + DELETE_BATCH]
+            try:
+                self._call("delete", batch[0], self.fs.rm, batch)
+            except FileNotFoundError:
+                for path in batch:  # someone else deleted part of the batch first
+                    self.delete_one(path)
+
+    def delete_one(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._call("delete", path, self.fs.rm_file, path)
+
+    def remove_local_tree(self, path: str) -> None:
+        """Local disk only: delete a directory tree (missing is fine)."""
+        if self.is_local:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def remove_empty_dirs(self, prefix: str) -> None:
+        """Local disk only: remove directories left empty below and at ``prefix``."""
+        if not self.is_local or not os.path.isdir(prefix):
+            return
+        for dirpath, _dirs, _files in sorted(os.walk(prefix), key=lambda w: -len(w[0])):
+            with contextlib.suppress(OSError):  # not empty, or removed by another process
+                os.rmdir(dirpath)
+
+
+def _local_create_exclusive(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    for key in ("mtime", "LastModified", "updated", "created"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
