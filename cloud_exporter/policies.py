@@ -44,7 +44,8 @@ class KeepNewest:
 
 @dataclass(frozen=True)
 class KeepEveryHours:
-    """The first export created in every window of ``hours`` (like CheckpointManager)."""
+    """One export per ``hours``: the oldest, then each first one created at least ``hours``
+    after the previously kept one (tf.train.CheckpointManager's rule)."""
 
     hours: float
 
@@ -54,13 +55,12 @@ class KeepEveryHours:
 
     def select(self, exports: Sequence[ExportInfo]) -> dict[int, str]:
         window = self.hours * 3600.0
-        seen: set[int] = set()
-        kept = {}
+        kept: dict[int, str] = {}
+        last: float | None = None
         for e in sorted(exports, key=lambda e: (e.created, e.version)):
-            slot = math.floor(e.created / window)
-            if slot not in seen:
-                seen.add(slot)
-                kept[e.version] = f"first in its {self.hours:g} h window"
+            if last is None or e.created - last >= window:
+                kept[e.version] = f"one per {self.hours:g} h"
+                last = e.created
         return kept
 
 

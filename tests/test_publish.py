@@ -1,0 +1,152 @@
+"""The commit protocol on every backend: round trip, modes, conflicts, races, corruption."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from savedmodels import fake_saved_model, tree, write_object
+
+import cloud_exporter as ce
+from cloud_exporter.layout import MARKER_NAME, STAGING_DIRNAME
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    return fake_saved_model(tmp_path / "model", seed=1)
+
+
+@pytest.fixture
+def extra_file(tmp_path: Path) -> Path:
+    path = tmp_path / "extra.json"
+    path.write_text('{"labels": ["cat", "dog"]}')
+    return path
+
+
+def download(backend, uri: str, dest: Path) -> dict[str, bytes]:
+    backend.new_fs().get(backend.strip(uri) + "/", str(dest) + "/", recursive=True)
+    return tree(dest)
+
+
+@pytest.mark.parametrize("mode", ["staged", "direct"])
+def test_round_trip_with_assets_extra(backend, source, extra_file, tmp_path, mode):
+    info = ce.publish(
+        source,
+        backend.base,
+        assets_extra={"labels/extra.json": str(extra_file)},
+        metadata={"global_step": 7, "metrics": {"loss": 0.25}},
+        mode=mode,
+        storage_options=backend.storage_options,
+    )
+    assert len(str(info.version)) == 10
+    assert info.metadata == {"global_step": 7, "metrics": {"loss": 0.25}}
+    assert {f.path for f in info.files} == set(tree(source)) | {"assets.extra/labels/extra.json"}
+
+    listed = ce.list_exports(backend.base, storage_options=backend.storage_options)
+    assert [e.version for e in listed] == [info.version]
+    assert ce.latest_export(backend.base, filesystem=backend.new_fs()).version == info.version
+    verified = ce.verify_export(backend.base, info.version, deep=True, filesystem=backend.new_fs())
+    assert verified.files == info.files
+
+    copied = download(backend, info.uri, tmp_path / "copy")
+    expected = tree(source) | {"assets.extra/labels/extra.json": extra_file.read_bytes()}
+    assert {k: v for k, v in copied.items() if k != MARKER_NAME} == expected
+    # Nothing is left in staging after a successful publish (the directory itself may stay).
+    staging = backend.strip(backend.join(STAGING_DIRNAME))
+    assert backend.new_fs().find(staging) == []
+
+
+def test_versions_increase_and_latest_is_highest(backend, source):
+    versions = [ce.publish(source, backend.base, filesystem=backend.fs).version for _ in range(3)]
+    assert versions == sorted(set(versions))
+    assert ce.latest_export(backend.base, filesystem=backend.fs).version == versions[-1]
+
+
+def test_explicit_version_conflict(backend, source, tmp_path):
+    ce.publish(source, backend.base, version=42, filesystem=backend.fs)
+    other = fake_saved_model(tmp_path / "other", seed=2)
+    with pytest.raises(ce.VersionConflictError, match="42"):
+        ce.publish(other, backend.base, version=42, filesystem=backend.new_fs())
+    info = ce.verify_export(backend.base, 42, deep=True, filesystem=backend.new_fs())
+    graph = next(f for f in info.files if f.path == "saved_model.pb")
+    assert graph.size == len(b"graph 1")  # the first export, untouched
+
+
+def test_unmarked_and_foreign_directories_are_not_exports(backend, source):
+    fs = backend.fs
+    write_object(fs, backend.strip(backend.join("123", "saved_model.pb")), b"foreign")
+    write_object(fs, backend.strip(backend.join("notes.txt")), b"hello")
+    assert ce.list_exports(backend.base, filesystem=fs) == []
+    assert ce.latest_export(backend.base, filesystem=fs) is None
+    with pytest.raises(ce.ExportNotFoundError, match="123"):
+        ce.verify_export(backend.base, 123, filesystem=fs)
+    with pytest.raises(ce.VersionConflictError):
+        ce.publish(source, backend.base, version=123, filesystem=fs)
+
+
+def test_fresh_listing_sees_changes_from_another_client(backend, source):
+    reader = backend.new_fs()
+    assert ce.list_exports(backend.base, filesystem=reader) == []
+    reader.ls(backend.root) if reader.exists(backend.root) else None  # warm any listing cache
+    first = ce.publish(source, backend.base, filesystem=backend.new_fs())
+    assert [e.version for e in ce.list_exports(backend.base, filesystem=reader)] == [first.version]
+    ce.prune(backend.base, keep=None, filesystem=reader)  # keeps all; warms caches again
+    writer = backend.new_fs()
+    writer.rm(backend.strip(first.uri), recursive=True)
+    assert ce.list_exports(backend.base, filesystem=reader) == []
+    assert ce.latest_export(backend.base, filesystem=reader) is None
+
+
+def test_concurrent_publishers_in_threads_get_distinct_versions(backend, tmp_path):
+    sources = [fake_saved_model(tmp_path / f"m{i}", seed=i) for i in range(6)]
+    results: list[ce.ExportInfo] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(sources))
+
+    def run(src: Path) -> None:
+        start.wait()
+        try:
+            results.append(ce.publish(src, backend.base, filesystem=backend.new_fs()))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in sources]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    versions = sorted(r.version for r in results)
+    assert len(set(versions)) == len(sources)
+    for info in results:  # each version holds exactly its own model, byte for byte
+        checked = ce.verify_export(backend.base, info.version, deep=True, filesystem=backend.fs)
+        assert checked.files == info.files
+    assert [e.version for e in ce.list_exports(backend.base, filesystem=backend.fs)] == versions
+
+
+def test_corruption_is_detected(backend, source):
+    info = ce.publish(source, backend.base, filesystem=backend.fs)
+    shard = backend.strip(info.uri) + "/variables/variables.index"
+    original = backend.fs.cat_file(shard)
+    backend.fs.pipe_file(shard, b"X" * len(original))  # same size: only checksums see it
+    ce.verify_export(backend.base, info.version, filesystem=backend.new_fs())
+    with pytest.raises(ce.CorruptExportError, match="checksum"):
+        ce.verify_export(backend.base, info.version, deep=True, filesystem=backend.new_fs())
+    backend.fs.pipe_file(shard, b"short")
+    with pytest.raises(ce.CorruptExportError, match=r"variables\.index"):
+        ce.verify_export(backend.base, info.version, filesystem=backend.new_fs())
+    backend.fs.pipe_file(backend.strip(info.uri) + "/surprise.txt", b"!")
+    with pytest.raises(ce.CorruptExportError, match=r"unexpected surprise\.txt"):
+        ce.verify_export(backend.base, info.version, filesystem=backend.new_fs())
+
+
+def test_corrupt_marker_makes_export_invalid_not_a_crash(backend, source):
+    good = ce.publish(source, backend.base, filesystem=backend.fs)
+    bad = ce.publish(source, backend.base, filesystem=backend.fs)
+    backend.fs.pipe_file(backend.strip(bad.uri) + "/" + MARKER_NAME, b'{"format": "nope"')
+    fs = backend.new_fs()
+    assert [e.version for e in ce.list_exports(backend.base, filesystem=fs)] == [good.version]
+    assert ce.latest_export(backend.base, filesystem=fs).version == good.version
+    with pytest.raises(ce.CorruptExportError, match="not valid JSON"):
+        ce.verify_export(backend.base, bad.version, filesystem=fs)

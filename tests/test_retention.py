@@ -1,0 +1,173 @@
+"""prune: policies, orphans, dry runs and concurrent prunes, on every backend."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from savedmodels import fake_saved_model, write_object
+
+import cloud_exporter as ce
+from cloud_exporter.layout import MARKER_NAME, STAGING_DIRNAME
+from cloud_exporter.marker import ExportInfo, FileRecord
+from cloud_exporter.policies import KeepBest, KeepEveryHours
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    return fake_saved_model(tmp_path / "model", seed=3)
+
+
+def versions(backend) -> list[int]:
+    return [e.version for e in ce.list_exports(backend.base, filesystem=backend.new_fs())]
+
+
+def all_objects(backend) -> list[str]:
+    fs = backend.new_fs()
+    return sorted(fs.find(backend.root)) if fs.exists(backend.root) else []
+
+
+def publish_many(backend, source, count, metadata=lambda v: {}) -> list[int]:
+    return [
+        ce.publish(
+            source, backend.base, version=v, metadata=metadata(v), filesystem=backend.fs
+        ).version
+        for v in range(1, count + 1)
+    ]
+
+
+def test_keep_newest_n_of_twenty(backend, source):
+    publish_many(backend, source, 20)
+    report = ce.prune(backend.base, keep=5, filesystem=backend.fs)
+    assert report.deleted == list(range(1, 16))
+    assert sorted(report.kept) == list(range(16, 21))
+    assert versions(backend) == list(range(16, 21))
+    for v in range(16, 21):
+        ce.verify_export(backend.base, v, filesystem=backend.fs)
+    leftovers = [p for p in all_objects(backend) if "/" + STAGING_DIRNAME + "/" not in p]
+    assert all(int(p[len(backend.root) + 1 :].split("/")[0]) >= 16 for p in leftovers)
+
+
+def test_policies_union_with_pinned_and_best(backend, source):
+    losses = {1: 0.1, 2: 0.9, 3: 0.5, 4: 0.05, 5: 0.7, 6: 0.8, 7: 0.6, 8: 0.95}
+    publish_many(backend, source, 8, metadata=lambda v: {"metrics": {"loss": losses[v]}})
+    report = ce.prune(
+        backend.base, keep=2, keep_best=("loss", "min", 2), pinned=[3], filesystem=backend.fs
+    )
+    assert versions(backend) == [1, 3, 4, 7, 8]
+    assert report.kept[3] == ["pinned"]
+    assert report.kept[4] == ["best 2 by loss (min)"]
+    assert report.kept[8] == ["newest 2"]
+    assert report.deleted == [2, 5, 6]
+
+
+def test_keep_none_keeps_everything_and_publish_keep_prunes(backend, source):
+    publish_many(backend, source, 4)
+    assert ce.prune(backend.base, keep=None, filesystem=backend.fs).deleted == []
+    assert versions(backend) == [1, 2, 3, 4]
+    info = ce.publish(source, backend.base, keep=2, filesystem=backend.fs)
+    assert versions(backend) == [4, info.version]
+
+
+@pytest.mark.parametrize("keep", [0, -1, 1.5, "3", True])
+def test_invalid_keep_is_a_value_error(keep, tmp_path, source):
+    with pytest.raises(ValueError, match="keep"):
+        ce.prune(str(tmp_path / "base"), keep=keep)
+    with pytest.raises(ce.InvalidArgumentError, match="keep"):
+        ce.publish(source, str(tmp_path / "base"), keep=keep)
+    assert not (tmp_path / "base").exists()
+
+
+def test_dry_run_reports_exactly_and_mutates_nothing(backend, source):
+    publish_many(backend, source, 6)
+    before = all_objects(backend)
+    planned = ce.prune(backend.base, keep=2, grace_seconds=0, dry_run=True, filesystem=backend.fs)
+    assert all_objects(backend) == before
+    done = ce.prune(backend.base, keep=2, grace_seconds=0, filesystem=backend.fs)
+    assert planned.deleted == done.deleted == [1, 2, 3, 4]
+    assert planned.orphans_removed == done.orphans_removed
+    assert planned.dry_run and not done.dry_run
+
+
+def _crash_leftovers(backend, version: int) -> None:
+    """What a publish that died after its claim and part of its copy leaves behind."""
+    fs = backend.fs
+    staging = backend.strip(backend.join(STAGING_DIRNAME))
+    write_object(fs, f"{staging}/{version}.claim", b"w1-dead")
+    write_object(fs, f"{staging}/{version}-w1-dead/variables/variables.index", b"i")
+    write_object(fs, f"{staging}/{version}-w1-dead/saved_model.pb", b"g")
+    write_object(fs, backend.strip(backend.join(str(version), "variables/variables.index")), b"i")
+
+
+def test_orphans_removed_only_after_grace(backend, source):
+    publish_many(backend, source, 2)
+    _crash_leftovers(backend, 9)
+    write_object(backend.fs, backend.strip(backend.join("temp-1700000000", "saved_model.pb")), b"t")
+    write_object(backend.fs, backend.strip(backend.join("77", "saved_model.pb")), b"foreign")
+    young = ce.prune(backend.base, keep=5, grace_seconds=3600, filesystem=backend.fs)
+    assert young.orphans_removed == []
+    assert len(young.orphans_waiting) == 2
+    assert young.skipped == {77: "unmarked directory not written by cloud_exporter: left alone"}
+    old = ce.prune(backend.base, keep=5, grace_seconds=0, filesystem=backend.fs)
+    assert sorted(old.orphans_removed) == sorted(young.orphans_waiting)
+    remaining = [p[len(backend.root) + 1 :] for p in all_objects(backend)]
+    assert [p for p in remaining if not p.startswith(("1/", "2/"))] == ["77/saved_model.pb"]
+    assert versions(backend) == [1, 2]
+    # The claim is gone, so version 9 can be published again.
+    assert ce.publish(source, backend.base, version=9, filesystem=backend.fs).version == 9
+
+
+def test_policy_values_on_synthetic_exports():
+    def export(version: int, hours: float, loss: float | None) -> ExportInfo:
+        meta = {} if loss is None else {"loss": loss}
+        files = (FileRecord("saved_model.pb", 1, "0" * 64),)
+        return ExportInfo(
+            version, f"memory://b/{version}", 1_700_000_000 + hours * 3600, files, meta
+        )
+
+    exports = [export(1, 0.0, 3), export(2, 0.5, None), export(3, 1.2, 1), export(4, 2.9, 2)]
+    assert set(KeepEveryHours(1).select(exports)) == {1, 3, 4}
+    assert set(KeepEveryHours(2).select(exports)) == {1, 4}
+    assert set(KeepBest("loss", "max", 2).select(exports)) == {1, 4}
+    with pytest.raises(ValueError):
+        KeepBest("loss", "median", 1)
+
+
+@pytest.mark.parametrize("name", ["s3", "gcs"])
+def test_concurrent_prunes_and_publisher(request, name, tmp_path):
+    backend = request.getfixturevalue(f"{name}_backend")
+    sources = [fake_saved_model(tmp_path / f"m{i}", seed=i) for i in range(8)]
+    published: list[int] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def publisher() -> None:
+        try:
+            for src in sources:
+                published.append(ce.publish(src, backend.base, filesystem=backend.new_fs()).version)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    def pruner() -> None:
+        fs = backend.new_fs()
+        try:
+            while not done.is_set():
+                ce.prune(backend.base, keep=3, grace_seconds=3600, filesystem=fs)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publisher)] + [threading.Thread(target=pruner) for _ in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    ce.prune(backend.base, keep=3, filesystem=backend.fs)
+    assert versions(backend) == sorted(published)[-3:]
+    for v in sorted(published)[-3:]:
+        ce.verify_export(backend.base, v, deep=True, filesystem=backend.fs)
+    marker_dirs = [p for p in all_objects(backend) if p.endswith(MARKER_NAME)]
+    assert len(marker_dirs) == 3
