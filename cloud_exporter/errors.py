@@ -39,6 +39,10 @@ class PermissionDeniedError(StorageError, PermissionError):
     """The credentials lack a permission the operation needs."""
 
 
+class LocationNotFoundError(StorageError):
+    """The bucket (or local parent directory) of the base does not exist."""
+
+
 class PruneIncompleteError(StorageError):
     """A prune could not delete everything it meant to; running it again finishes the job."""
 

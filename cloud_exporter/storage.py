@@ -22,7 +22,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
-from .errors import InvalidArgumentError, PermissionDeniedError
+from .errors import InvalidArgumentError, LocationNotFoundError, PermissionDeniedError
 from .retry import DEFAULT_RETRY, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -115,14 +115,29 @@ class Storage:
                 "object create/get/list/delete on the export prefix (see terraform/)"
             ) from exc
 
+    def _write(self, what: str, path: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """A mutation: not-found here means the bucket (or the copy's source) is missing."""
+        try:
+            return self._call(what, path, fn, *args, **kw)
+        except FileNotFoundError as exc:
+            raise self._missing(what, path) from exc
+
+    def _missing(self, what: str, path: str) -> LocationNotFoundError:
+        return LocationNotFoundError(
+            f"cannot {what} {self.uri(path)}: the bucket or its source does not exist (or is "
+            "not visible to these credentials); create the bucket (see terraform/) or fix the URI"
+        )
+
     # -- listings (always fresh) ------------------------------------------------------------
     def list_tree(self, prefix: str) -> list[Entry]:
         """Every object below ``prefix``, from a fresh listing; [] when there is none."""
         self.fs.invalidate_cache(prefix)
         try:
             found = self._call("list", prefix, self.fs.find, prefix, withdirs=False, detail=True)
-        except FileNotFoundError:
-            return []
+        except FileNotFoundError as exc:
+            if self.is_local or self._is_memory:
+                return []
+            raise self._missing("list", prefix) from exc  # a missing prefix lists as empty
         root = prefix.rstrip("/") + "/"
         entries = []
         for path, info in found.items():
@@ -157,12 +172,12 @@ class Storage:
         """Write ``data`` only if nothing exists at ``path``; False when something does."""
         try:
             if self.is_local:
-                self._call("create", path, _local_create_exclusive, path, data)
+                self._write("create", path, _local_create_exclusive, path, data)
             elif self._is_memory:
                 with _MEMORY_CREATE_LOCK:
-                    self._call("create", path, self.fs.pipe_file, path, data, mode="create")
+                    self._write("create", path, self.fs.pipe_file, path, data, mode="create")
             else:
-                self._call("create", path, self.fs.pipe_file, path, data, mode="create")
+                self._write("create", path, self.fs.pipe_file, path, data, mode="create")
         except FileExistsError:
             return False
         return True
@@ -178,13 +193,13 @@ class Storage:
         def one(pair: tuple[str, str]) -> None:
             if before is not None:
                 before(pair[0])
-            self._call("upload", pair[1], self.fs.put_file, pair[0], pair[1])
+            self._write("upload", pair[1], self.fs.put_file, pair[0], pair[1])
 
         self.run_parallel(one, pairs)
 
     def copy(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Server-side copy of ``(src, dst)`` pairs, concurrently (no bytes through the client)."""
-        self.run_parallel(lambda p: self._call("copy", p[1], self.fs.cp_file, p[0], p[1]), pairs)
+        self.run_parallel(lambda p: self._write("copy", p[1], self.fs.cp_file, p[0], p[1]), pairs)
 
     def run_parallel(self, fn: Callable[[T], Any], items: Sequence[T]) -> None:
         """Apply ``fn`` to each item on <= ``concurrency`` threads; re-raise the first error."""

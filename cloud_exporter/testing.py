@@ -1,0 +1,519 @@
+"""Fault injection for fsspec filesystems: run a pipeline against flaky, crashing, lagging storage.
+
+``FaultyFileSystem(inner)`` is an fsspec filesystem that forwards each call once to ``inner`` and
+can inject, deterministically from a seed: transient errors (before the mutation, or after it as
+a lost response), a crash at the k-th mutating call, stale listings and latency. It logs every
+call it receives. Code that must know what is underneath (``isinstance(fs, LocalFileSystem)``)
+looks through wrappers with :func:`unwrap` (the ``.inner`` convention) but keeps calling ``fs``:
+calls made on the unwrapped filesystem bypass the injection. See docs/testing.md.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.spec import AbstractFileSystem
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Call", "FailOn", "FaultyFileSystem", "InjectedCrash", "LISTING_METHODS",
+           "MUTATING_METHODS", "TRANSIENT_KINDS", "transient_error", "unwrap"]
+
+Outcome = Literal["pending", "ok", "transient", "crash", "error"]
+
+_TRANSIENT: dict[str, tuple[type[OSError], int, str]] = {
+    "slow_down": (OSError, errno.EBUSY, "injected 503 SlowDown"),
+    "too_many_requests": (OSError, errno.EBUSY, "injected 429 Too Many Requests"),
+    "connection_reset": (ConnectionResetError, errno.ECONNRESET, "injected connection reset"),
+    "timeout": (TimeoutError, errno.ETIMEDOUT, "injected timeout"),
+}
+TRANSIENT_KINDS = tuple(_TRANSIENT)
+#: Calls that change storage. mkdir/makedirs/rmdir count only over local disk (object stores make
+#: no request for them); ``open`` only in a writing mode.
+MUTATING_METHODS = frozenset({"pipe_file", "put_file", "put", "cp_file", "copy", "rm_file", "rm",
+                              "_rm", "mv", "touch", "mkdir", "makedirs", "rmdir", "open"})
+#: Calls whose results the stale-listing fault affects.
+LISTING_METHODS = frozenset({"ls", "find", "glob", "walk", "du"})
+
+
+class InjectedCrash(Exception):
+    """The simulated process died. Not an OSError, so retry logic treats it as permanent."""
+
+
+def transient_error(kind: str, path: str = "") -> OSError:
+    """A fresh error of ``kind`` (one of TRANSIENT_KINDS), shaped like the ones s3fs raises."""
+    cls, code, message = _TRANSIENT[kind]
+    return cls(code, message, path)
+
+
+def unwrap(fs: AbstractFileSystem) -> AbstractFileSystem:
+    """The filesystem under any chain of wrappers that expose ``.inner``."""
+    while isinstance(getattr(fs, "inner", None), AbstractFileSystem):
+        fs = fs.inner  # type: ignore[attr-defined]
+    return fs
+
+
+@dataclass
+class Call:
+    """One call received by the wrapper (calls its own helpers make are not logged)."""
+
+    method: str
+    paths: tuple[str, ...]
+    mutating: bool
+    outcome: Outcome
+    time: float
+    targets: tuple[str, ...] = ()  # the paths a mutating call changes
+    applied: bool = False  # the mutation was carried out (also when its response was "lost")
+    injected: bool = False  # the error, if any, came from the wrapper rather than from inner
+    error: BaseException | None = None
+
+
+@dataclass
+class FailOn:
+    """Fail chosen calls: a call matches when every condition given holds.
+
+    ``nth`` counts calls of ``method`` (of every method if ``method`` is None), from 1.
+    ``predicate(method, path)`` is tried on each path of the call. ``error`` is an exception or a
+    factory; None draws a seeded transient error. ``times`` bounds how often the rule fires (None:
+    always). ``after_mutation`` applies a mutating call, then fails it (lost response).
+    """
+
+    method: str | None = None
+    nth: int | None = None
+    predicate: Callable[[str, str], bool] | None = None
+    error: BaseException | Callable[[], BaseException] | None = None
+    after_mutation: bool = False
+    times: int | None = 1
+    fired: int = field(default=0, init=False)
+
+
+@dataclass
+class _Pending:
+    kind: Literal["new", "deleted"]
+    info: dict[str, Any]
+    since_time: float
+    since_listing: int
+
+
+def _flat(paths: Any) -> list[str]:
+    return [os.fspath(p) for p in paths] if isinstance(paths, (list, tuple)) else [
+        os.fspath(paths)]
+
+
+class _WriteHook:
+    """A file open for writing whose close() runs ``hook`` after the real close (the upload)."""
+
+    def __init__(self, f: Any, hook: Callable[[], None]) -> None:
+        self._f, self._hook, self._done = f, hook, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+    def __enter__(self) -> _WriteHook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self._done:
+            self._done = True
+            self._f.close()
+            self._hook()
+
+
+class FaultyFileSystem(AbstractFileSystem):
+    """Forwards to ``inner``, injecting the configured faults; see the module doc."""
+
+    protocol = "faulty"  # replaced per instance by the inner filesystem's
+    cachable = False
+
+    def __init__(
+        self, inner: AbstractFileSystem, *, seed: int = 0,
+        transient_rate: float | Mapping[str, float] = 0.0, fail_after_mutation_rate: float = 0.0,
+        fail_on: Sequence[FailOn] = (), crash_after: int | None = None,
+        stale_seconds: float = 0.0, stale_calls: int = 0,
+        latency: float | tuple[float, float] = 0.0, clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__()
+        if crash_after is not None and crash_after < 1:
+            raise ValueError("crash_after counts from 1; use None for no crash")
+        if not 0.0 <= fail_after_mutation_rate <= 1.0:
+            raise ValueError("fail_after_mutation_rate must be within [0, 1]")
+        self.inner = inner
+        # fsspec declares these on the class (classmethods); instance attributes shadow them.
+        self.protocol, self.root_marker, self.sep = inner.protocol, inner.root_marker, inner.sep
+        self._strip_protocol = inner._strip_protocol  # type: ignore[method-assign]
+        self._parent = inner._parent  # type: ignore[method-assign]
+        self.seed, self.transient_rate = seed, transient_rate
+        self.fail_after_mutation_rate, self.fail_on = fail_after_mutation_rate, list(fail_on)
+        self.crash_after, self.latency = crash_after, latency
+        self.stale_seconds, self.stale_calls = stale_seconds, stale_calls
+        self._clock, self._sleep = clock, sleep
+        self._lock, self._local = threading.RLock(), threading.local()
+        self._pending: dict[str, _Pending] = {}
+        self._listings = 0
+        self.reset_counters()
+
+    def reset_counters(self) -> None:
+        """Clear the call log, counters, rule counts and crash; restart the seeded sequences."""
+        with self._lock:
+            self.calls: list[Call] = []
+            self.call_counts: Counter[str] = Counter()
+            self.mutating_calls = 0
+            self.crashed = False
+            self._rng = random.Random(self.seed)
+            self._latency_rng = random.Random(f"{self.seed}-latency")
+            for rule in self.fail_on:
+                rule.fired = 0
+
+    def mutations(self) -> list[tuple[str, str]]:
+        """(method, target path) of every applied mutation, in call order."""
+        return [(c.method, t) for c in self.calls if c.mutating and c.applied for t in c.targets]
+
+    @property
+    def is_local(self) -> bool:
+        """True when local disk is underneath (through any number of wrappers)."""
+        return isinstance(unwrap(self.inner), LocalFileSystem)
+
+    @property
+    def fsid(self) -> str:
+        return self.inner.fsid
+
+    def unstrip_protocol(self, name: str) -> str:
+        return self.inner.unstrip_protocol(name)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only backend-specific attributes land here; using them bypasses the injection.
+        inner = self.__dict__.get("inner")
+        if inner is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    # -- the injection core ------------------------------------------------------------------
+
+    @contextmanager
+    def _nested(self) -> Iterator[None]:
+        self._local.depth = getattr(self._local, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            self._local.depth -= 1
+
+    def _pick_fault(self, call: Call) -> tuple[BaseException | None, bool, bool]:
+        """(error, after_mutation, transient) for a call; one RNG draw per faultable call."""
+        draw, path = self._rng.random(), (call.paths[-1] if call.paths else "")
+        for rule in self.fail_on:
+            count = len(self.calls) if rule.method is None else self.call_counts[call.method]
+            if ((rule.times is not None and rule.fired >= rule.times)
+                    or rule.method not in (None, call.method)
+                    or rule.nth not in (None, count)
+                    or (rule.predicate and not any(rule.predicate(call.method, p)
+                                                   for p in call.paths))):
+                continue
+            rule.fired += 1
+            after = rule.after_mutation and call.mutating
+            if rule.error is None:
+                return transient_error(self._rng.choice(TRANSIENT_KINDS), path), after, True
+            err = rule.error if isinstance(rule.error, BaseException) else rule.error()
+            return err, after, False
+        rate = self.transient_rate
+        if isinstance(rate, Mapping):
+            rate = rate.get(call.method, rate.get("*", 0.0))
+        if draw < rate:
+            kind = self._rng.choice(TRANSIENT_KINDS)
+            after = call.mutating and self._rng.random() < self.fail_after_mutation_rate
+            return transient_error(kind, path), after, True
+        return None, False, False
+
+    def _admit(self, method: str, paths: tuple[str, ...], targets: tuple[str, ...],
+               mutating: bool, faultable: bool) -> tuple[Call, tuple[BaseException, bool] | None]:
+        """Log the call; raise a crash or a before-mutation fault; return a deferred fault."""
+        with self._lock:
+            call = Call(method, paths, mutating, "pending", self._clock(), targets)
+            self.calls.append(call)
+            self.call_counts[method] += 1
+            self._listings += method in LISTING_METHODS
+            if not self.crashed and mutating:
+                self.mutating_calls += 1
+                if self.crash_after is not None and self.mutating_calls >= self.crash_after:
+                    self.crashed = True
+                    logger.info("injected crash at mutating call %d: %s %s",
+                                self.mutating_calls, method, paths)
+            if self.crashed:
+                call.outcome, call.injected = "crash", True
+                call.error = InjectedCrash(f"injected crash (crash_after={self.crash_after})")
+                raise call.error
+            if not faultable:
+                return call, None
+            lat = self.latency
+            delay = self._latency_rng.uniform(*lat) if isinstance(lat, tuple) else float(lat)
+            err, after, transient = self._pick_fault(call)
+        if delay > 0:
+            self._sleep(delay)
+        if err is None:
+            return call, None
+        call.injected = True
+        if after:
+            return call, (err, transient)
+        call.outcome, call.error = ("transient" if transient else "error"), err
+        logger.debug("injected %r before %s %s", err, method, paths)
+        raise err
+
+    def _finish(self, call: Call, deferred: tuple[BaseException, bool] | None) -> None:
+        call.applied, call.outcome = call.mutating, "ok"
+        if deferred is not None:
+            err, transient = deferred
+            call.outcome, call.error = ("transient" if transient else "error"), err
+            logger.debug("injected %r after %s %s", err, call.method, call.paths)
+            raise err
+
+    def _run(self, method: str, fn: Callable[[], Any], paths: Sequence[str] = (),
+             targets: Sequence[str] = (), *, mutating: bool | None = None,
+             faultable: bool = True) -> Any:
+        """Admit, forward once through ``fn``, track staleness, finish. Nested calls go straight."""
+        if getattr(self._local, "depth", 0):
+            return fn()
+        mutating = method in MUTATING_METHODS if mutating is None else mutating
+        call, deferred = self._admit(method, tuple(paths), tuple(targets), mutating, faultable)
+        track = mutating and self._staleness_on
+        before = self._snapshot(call.targets) if track else {}
+        try:
+            with self._nested():
+                result = fn()
+        except BaseException as exc:
+            call.outcome, call.error = "error", exc
+            raise
+        finally:
+            if track:
+                self._track(before, self._snapshot(call.targets))
+        self._finish(call, deferred)
+        return result
+
+    def _remote(self, paths: Any) -> list[str]:
+        return [self._strip_protocol(p) for p in _flat(paths)]
+
+    # -- staleness: a lagging listing index, tracked per file ------------------------------------
+
+    @property
+    def _staleness_on(self) -> bool:
+        return self.stale_seconds > 0 or self.stale_calls > 0
+
+    def _snapshot(self, targets: Sequence[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for t in targets:
+            with suppress(FileNotFoundError):
+                out.update(self.inner.find(t, detail=True))
+        return out
+
+    def _track(self, before: dict[str, Any], after: dict[str, Any]) -> None:
+        with self._lock:
+            pending, now, n = self._active(), self._clock(), self._listings
+            for p in after.keys() - before.keys():
+                if p not in pending:  # over a phantom, listings keep showing the old info
+                    self._pending[p] = _Pending("new", {}, now, n)
+            for p in before.keys() - after.keys():
+                old = self._pending.pop(p, None)
+                if old is None or old.kind == "deleted":  # a never-listed new file just vanishes
+                    info = old.info if old else dict(before[p])
+                    self._pending[p] = _Pending("deleted", info, now, n)
+
+    def _active(self) -> dict[str, _Pending]:
+        with self._lock:
+            now = self._clock()
+            self._pending = {
+                p: e for p, e in self._pending.items()
+                if (self.stale_seconds > 0 and now - e.since_time < self.stale_seconds)
+                or (self.stale_calls > 0 and self._listings <= e.since_listing + self.stale_calls)
+            }
+            return dict(self._pending)
+
+    def _only_new_below(self, d: str, active: dict[str, _Pending]) -> bool:
+        prefix = d.rstrip("/") + "/"
+        below = {e.kind for p, e in active.items() if p.startswith(prefix)}
+        if below != {"new"}:  # nothing invisible below, or phantoms keep the prefix listed
+            return False
+        try:
+            files = self.inner.find(d)
+        except FileNotFoundError:
+            return False
+        return all(f in active and active[f].kind == "new" for f in files)
+
+    def _stale_view(self, entries: dict[str, dict[str, Any]], root: str,
+                    maxdepth: int | None, withdirs: bool) -> dict[str, dict[str, Any]]:
+        """``entries`` listed under ``root`` as a lagging index shows them."""
+        active = self._active()
+        if not active:
+            return entries
+        out: dict[str, dict[str, Any]] = {}
+        for name, info in entries.items():
+            e = active.get(name.rstrip("/"))
+            if e is not None and e.kind == "new":
+                continue
+            if e is None and info.get("type") == "directory" and self._only_new_below(name, active):
+                continue  # a prefix holding only invisible objects is invisible too
+            out[name] = dict(e.info) if e is not None else info
+        prefix = root if root.endswith("/") or not root else root + "/"
+        for p, e in active.items():
+            if e.kind != "deleted" or p in out or not (p == root or p.startswith(prefix)):
+                continue
+            parts = p[len(prefix):].split("/") if p != root else []
+            if maxdepth is None or len(parts) <= maxdepth:
+                out[p] = dict(e.info)
+            for i in range(1, len(parts) if withdirs else 0):
+                d = prefix + "/".join(parts[:i])
+                if (maxdepth is None or i <= maxdepth) and d not in out and d + "/" not in out:
+                    out[d] = {"name": d, "size": 0, "type": "directory"}
+        return dict(sorted(out.items()))
+
+    def _stale_find(self, path: str, maxdepth: int | None, withdirs: bool, **kw: Any) -> dict:
+        found = self.inner.find(path, maxdepth=maxdepth, withdirs=withdirs, detail=True, **kw)
+        return self._stale_view(found, self._strip_protocol(path), maxdepth, withdirs)
+
+    # -- listings (stale) --------------------------------------------------------------------
+
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list:
+        def fn() -> list:
+            root = self._strip_protocol(path)
+            try:
+                listing = self.inner.ls(path, detail=True, **kwargs)
+            except FileNotFoundError:
+                if not self._stale_view({}, root, None, False):
+                    raise
+                listing = []
+            view = self._stale_view({i["name"]: i for i in listing}, root, 1, True)
+            if listing and not view:
+                raise FileNotFoundError(path)
+            return list(view.values()) if detail else list(view)
+        return self._run("ls", fn, self._remote(path))
+
+    def find(self, path: str, maxdepth: int | None = None, withdirs: bool = False,
+             detail: bool = False, **kwargs: Any) -> Any:
+        def fn() -> Any:
+            found = self._stale_find(path, maxdepth, withdirs, **kwargs)
+            return found if detail else list(found)
+        return self._run("find", fn, self._remote(path))
+
+    def du(self, path: str, total: bool = True, maxdepth: int | None = None,
+           withdirs: bool = False, **kwargs: Any) -> Any:
+        def fn() -> Any:
+            found = self._stale_find(path, maxdepth, withdirs, **kwargs)
+            sizes = {name: info.get("size") or 0 for name, info in found.items()}
+            return sum(sizes.values()) if total else sizes
+        return self._run("du", fn, self._remote(path))
+
+    def glob(self, path: str, maxdepth: int | None = None, **kwargs: Any) -> Any:
+        """fsspec's generic glob over this wrapper's (stale) find, logged as one call."""
+        return self._run("glob", lambda: AbstractFileSystem.glob(self, path, maxdepth, **kwargs),
+                         self._remote(path))
+
+    def walk(self, path: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        """One logged call (faults fire now); the walk runs lazily over the stale ``ls``."""
+        self._run("walk", lambda: None, self._remote(path))
+        gen = AbstractFileSystem.walk(self, path, *args, **kwargs)
+
+        def steps() -> Iterator[Any]:
+            while True:
+                with self._nested():
+                    item = next(gen, None)
+                if item is None:
+                    return
+                yield item
+        return steps()
+
+    def open(self, path: str, mode: str = "rb", *args: Any, **kwargs: Any) -> Any:
+        """Writing modes are mutating: faults fire at open, a lost response at close."""
+        if not set(mode) & set("wxa+") or getattr(self._local, "depth", 0):
+            return self._run("open", lambda: self.inner.open(path, mode, *args, **kwargs),
+                             self._remote(path), mutating=False)
+        p = tuple(self._remote(path))
+        call, deferred = self._admit("open", p, p, True, True)
+        before = self._snapshot(p) if self._staleness_on else None
+        try:
+            f = self.inner.open(path, mode, *args, **kwargs)
+        except BaseException as exc:
+            call.outcome, call.error = "error", exc
+            raise
+        call.outcome, call.applied = "ok", True
+        if deferred is None and before is None:
+            return f
+
+        def on_close() -> None:
+            if before is not None:
+                self._track(before, self._snapshot(p))
+            self._finish(call, deferred)
+        return _WriteHook(f, on_close)
+
+    def _rm(self, path: Any) -> None:
+        # Not inner._rm: on async filesystems that is a coroutine function.
+        fn = self.inner.rm_file if isinstance(path, str) else self.inner.rm
+        paths = self._remote(path)
+        self._run("_rm", lambda: fn(path), paths, paths)
+
+    def invalidate_cache(self, path: str | None = None) -> None:
+        """Forwarded and logged, never faulted (no request is made); staleness is unaffected."""
+        self._run("invalidate_cache", lambda: self.inner.invalidate_cache(path),
+                  self._remote(path) if path else (), faultable=False)
+
+
+def _forward(name: str, kind: str) -> Callable[..., Any]:
+    """A method forwarding ``name`` once; kind: read, write, local_write (one path argument)."""
+
+    def method(self: FaultyFileSystem, path: Any, *args: Any, **kwargs: Any) -> Any:
+        def fn() -> Any:
+            return getattr(self.inner, name)(path, *args, **kwargs)
+
+        paths, on = self._remote(path), kind == "write" or (kind == "local_write" and self.is_local)
+        return self._run(name, fn, paths, paths if on else (), mutating=on,
+                         faultable=kind != "local_write" or on)
+
+    method.__name__, method.__qualname__ = name, f"FaultyFileSystem.{name}"
+    method.__doc__ = f"Forwards ``{name}`` to the inner filesystem once ({kind} call)."
+    return method
+
+
+def _transfer(name: str, kind: str) -> Callable[..., Any]:
+    """A method forwarding ``name(src, dst, ...)`` once; kind: put, copy, move."""
+
+    def method(self: FaultyFileSystem, src: Any, dst: Any, *args: Any, **kwargs: Any) -> Any:
+        def fn() -> Any:
+            return getattr(self.inner, name)(src, dst, *args, **kwargs)
+
+        srcs = _flat(src) if kind == "put" else self._remote(src)
+        dsts = self._remote(dst)
+        return self._run(name, fn, srcs + dsts, srcs + dsts if kind == "move" else dsts)
+
+    method.__name__, method.__qualname__ = name, f"FaultyFileSystem.{name}"
+    method.__doc__ = f"Forwards ``{name}`` to the inner filesystem once (one mutating call)."
+    return method
+
+
+for _name in ("exists", "info", "isfile", "isdir", "cat_file", "cat", "size", "sizes", "modified",
+              "created", "get_file", "get", "checksum", "ukey"):
+    setattr(FaultyFileSystem, _name, _forward(_name, "read"))
+for _name in ("pipe_file", "touch", "rm_file", "rm"):
+    setattr(FaultyFileSystem, _name, _forward(_name, "write"))
+for _name in ("mkdir", "makedirs", "rmdir"):
+    setattr(FaultyFileSystem, _name, _forward(_name, "local_write"))
+for _name, _kind in (("put_file", "put"), ("put", "put"), ("cp_file", "copy"), ("copy", "copy"),
+                     ("mv", "move")):
+    setattr(FaultyFileSystem, _name, _transfer(_name, _kind))
+del _name, _kind
