@@ -104,6 +104,10 @@ def write_marker(plan: Plan) -> None:
     storage = plan.storage
     listed = {e.relpath: e.size for e in storage.list_tree(plan.target)}
     expected = {r.path: r.size for r in plan.manifest()}
+    for path, size in expected.items():  # a lagging listing may not show fresh objects yet
+        if listed.get(path) != size:
+            listed[path] = storage.size_of(join(plan.target, path))
+    listed = {p: s for p, s in listed.items() if s is not None}
     if listed != expected:
         extra = sorted(set(listed) - set(expected))[:5]
         wrong = sorted(p for p in expected if listed.get(p) != expected[p])[:5]

@@ -60,9 +60,11 @@ def read_export(storage: Storage, base: str, version: int) -> ExportInfo:
     return parse_marker(data, version, uri)
 
 
-def scan_exports(storage: Storage, base: str) -> tuple[list[ExportInfo], dict[int, str]]:
+def scan_exports(
+    storage: Storage, base: str, listing: BaseListing | None = None
+) -> tuple[list[ExportInfo], dict[int, str]]:
     """(valid exports ascending, {version: why invalid}) from one listing and the markers."""
-    versions = list_base(storage, base).marked()
+    versions = (listing or list_base(storage, base)).marked()
     results: dict[int, ExportInfo | str] = {}
 
     def load(version: int) -> None:

@@ -133,6 +133,7 @@ def _abort(plan: Plan) -> None:
             return
         if storage.is_local:
             storage.remove_local_tree(plan.staging)
-        storage.delete([*plan.placed, *plan.staged, claim_path(plan.base, plan.version)])
+        storage.delete([*plan.placed, *plan.staged])
+        storage.delete_one(claim_path(plan.base, plan.version))  # last: it marks them as ours
     except BaseException as exc:
         log.warning("could not clean up after a failed publish (%s); prune removes it later", exc)

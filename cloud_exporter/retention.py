@@ -14,9 +14,11 @@ object in them is older than ``grace_seconds``.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -40,6 +42,8 @@ from .storage import Entry, Storage, resolve
 
 log = logging.getLogger(__name__)
 _STAGED_NAME = re.compile(r"^([0-9]{1,19})(?:\.claim$|-)")
+_JOURNAL_NAME = re.compile(r"^prune-[0-9]+-[0-9a-f]+\.json$")
+_JOURNAL_FORMAT = "cloud-exporter-prune-journal"
 
 
 @dataclass
@@ -99,22 +103,26 @@ def prune(
     storage = Storage(fs, retry)
     report = PruneReport(base=storage.uri(root), dry_run=dry_run)
     listing = list_base(storage, root)
-    exports, invalid = scan_exports(storage, root)
+    exports, invalid = scan_exports(storage, root, listing)
     report.skipped.update(invalid)
     report.kept = select_kept(policies, exports)
     doomed = [e.version for e in exports if e.version not in report.kept]
-    orphans = _find_orphans(storage, root, listing, {e.version for e in exports}, invalid)
+    journals = _read_journals(storage, root, listing)
+    orphans = _find_orphans(storage, root, listing, {e.version for e in exports}, invalid, journals)
     now = time.time()
     ripe = [o for o in orphans if now - o.newest >= grace_seconds]
     report.orphans_waiting = [o.name for o in orphans if now - o.newest < grace_seconds]
     report.deleted = doomed
     report.orphans_removed = [o.name for o in ripe]
+    ours = {_version_of(o.name) for o in orphans}
     for version, files in listing.versions.items():
-        if MARKER_NAME not in files and version not in {_version_of(o.name) for o in orphans}:
+        if MARKER_NAME not in files and version not in ours:
             report.skipped[version] = "unmarked directory not written by cloud_exporter: left alone"
     if dry_run:
         return report
     try:
+        if doomed:  # names the doomed versions as ours, should this prune stop half way
+            storage.create_exclusive(_journal_path(root), _journal_bytes(doomed))
         _delete_exports(storage, root, listing, doomed)
         _delete_orphans(storage, root, ripe)
     except StorageError as exc:
@@ -170,6 +178,7 @@ def _find_orphans(
     listing: BaseListing,
     committed: set[int],
     invalid: dict[int, str],
+    journals: dict[str, set[int]],
 ) -> list[_Orphan]:
     """Group leftovers by what created them: one group per version, per stock temp dir."""
     groups: dict[str, _Orphan] = {}
@@ -194,14 +203,54 @@ def _find_orphans(
         elif head.startswith(STOCK_TEMP_PREFIX) and head[len(STOCK_TEMP_PREFIX) :].isdigit():
             group = groups.setdefault(head, _Orphan(storage.uri(join(base, head))))
             group.add(path, entry, group.rest)
+    journaled = set().union(*journals.values())
+    for path, versions in journals.items():
+        if not versions & set(listing.versions):  # its prune finished: the journal can go
+            groups[path] = _Orphan(storage.uri(path), rest=[path])
     for version, files in listing.versions.items():
-        if version in committed or version in invalid or version not in staged_versions:
-            continue  # committed, or not ours (no claim or staging of ours names it)
-        group = groups[str(version)]
+        if version in committed or version in invalid:
+            continue
+        if version not in staged_versions and version not in journaled:
+            continue  # not ours: no claim, staging or prune journal of ours names it
+        group = groups.setdefault(str(version), _Orphan(storage.uri(version_dir(base, version))))
         ordered = sorted(files, key=lambda rel: (not is_saved_model_file(rel), rel))
         for relpath in ordered:
             group.add(join(version_dir(base, version), relpath), files[relpath], group.first)
+        if version in journaled:  # remnants of an export a prune already decided to delete
+            group.newest = 0.0
     return list(groups.values())
+
+
+def _journal_path(base: str) -> str:
+    return join(base, STAGING_DIRNAME, f"prune-{int(time.time())}-{uuid.uuid4().hex[:12]}.json")
+
+
+def _journal_bytes(versions: list[int]) -> bytes:
+    return json.dumps({"format": _JOURNAL_FORMAT, "versions": versions}).encode()
+
+
+def _read_journals(storage: Storage, base: str, listing: BaseListing) -> dict[str, set[int]]:
+    """{journal path: versions} for every valid prune journal in staging."""
+    journals: dict[str, set[int]] = {}
+    prefix = STAGING_DIRNAME + "/"
+    for entry in listing.others:
+        name = entry.relpath[len(prefix) :] if entry.relpath.startswith(prefix) else ""
+        if not _JOURNAL_NAME.match(name):
+            continue
+        path = join(base, entry.relpath)
+        data = storage.read_bytes(path, 1 << 20)
+        try:
+            doc = json.loads(data or b"")
+            versions = doc["versions"] if doc.get("format") == _JOURNAL_FORMAT else None
+            if not isinstance(versions, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in versions
+            ):
+                raise ValueError("bad versions")
+        except (ValueError, KeyError, AttributeError, TypeError):
+            log.warning("ignoring invalid prune journal %s", storage.uri(path))
+            continue
+        journals[path] = set(versions)
+    return journals
 
 
 def _version_of(name: str) -> int | None:

@@ -164,6 +164,15 @@ class Storage:
         except FileNotFoundError:
             return None
 
+    def size_of(self, path: str) -> int | None:
+        """Size from a fresh HEAD of one object (not a listing); None if it does not exist."""
+        self.fs.invalidate_cache(path)
+        try:
+            info = self._call("stat", path, self.fs.info, path)
+        except FileNotFoundError:
+            return None
+        return int(info.get("size") or 0) if info.get("type", "file") == "file" else None
+
     def open_read(self, path: str) -> Any:
         return self._call("open", path, self.fs.open, path, "rb")
 
