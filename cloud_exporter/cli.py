@@ -195,14 +195,16 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         versions = [args.version]
     else:
         versions = [e.version for e in list_exports(args.base, storage_options=options)]
-    results, failed = [], 0
+    results, corrupt, missing = [], 0, 0
     for version in versions:
         try:
             info = verify_export(args.base, version, deep=args.deep, storage_options=options)
             results.append({"version": version, "ok": True, "uri": info.uri})
         except (CorruptExportError, ExportNotFoundError) as exc:
-            failed += 1
+            corrupt += isinstance(exc, CorruptExportError)
+            missing += isinstance(exc, ExportNotFoundError)
             results.append({"version": version, "ok": False, "error": str(exc)})
+            print(f"error: {exc}", file=sys.stderr)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -210,10 +212,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             print(
                 f"{r['version']}  {'OK' if r['ok'] else 'FAILED'}  {r.get('uri', r.get('error'))}"
             )
-    if failed:
+    if corrupt:
         return 4
-    if not versions:
-        print(f"no committed export under {args.base}", file=sys.stderr)
+    if missing or not versions:
+        if not versions:
+            print(f"no committed export under {args.base}", file=sys.stderr)
         return 3
     return 0
 

@@ -1,0 +1,138 @@
+"""The cloud-exporter CLI: output, JSON, exit codes, one-line errors; run as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from savedmodels import fake_saved_model
+
+import cloud_exporter as ce
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cloud_exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def options(backend) -> list[str]:
+    """-o flags that reach the backend's server (dotted keys nest)."""
+    flags = []
+    for key, value in backend.storage_options.items():
+        if isinstance(value, dict):
+            flags += [f"-o{key}.{k}={v}" for k, v in value.items()]
+        else:
+            flags.append(f"-o{key}={value}")
+    return flags
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    return fake_saved_model(tmp_path / "model", seed=11)
+
+
+# memory:// lives inside one process; the CLI runs in its own.
+@pytest.mark.parametrize("backend", ["local", "s3", "gcs"], indirect=True)
+def test_publish_list_latest_verify_prune(backend, source, tmp_path):
+    (tmp_path / "vocab.txt").write_text("a b c")
+    opts = options(backend)
+    published = []
+    for step in (1, 2, 3):
+        out = cli(
+            "publish",
+            str(source),
+            backend.base,
+            "--json",
+            *opts,
+            "--assets-extra",
+            f"vocab.txt={tmp_path / 'vocab.txt'}",
+            "--metadata",
+            f"global_step={step}",
+            "--metadata",
+            "tag=nightly",
+        )
+        assert out.returncode == 0, out.stderr
+        doc = json.loads(out.stdout)
+        assert doc["metadata"] == {"global_step": step, "tag": "nightly"}
+        published.append(doc["version"])
+
+    listed = cli("list", backend.base, *opts)
+    assert listed.returncode == 0
+    assert listed.stdout.splitlines()[0].split() == [
+        "VERSION",
+        "CREATED",
+        "(UTC)",
+        "FILES",
+        "BYTES",
+        "METADATA",
+    ]
+    assert [int(line.split()[0]) for line in listed.stdout.splitlines()[1:]] == published
+
+    latest = cli("latest", backend.base, "--json", *opts)
+    assert json.loads(latest.stdout)["version"] == published[-1]
+
+    verify = cli("verify", backend.base, "--deep", *opts)
+    assert verify.returncode == 0
+    assert verify.stdout.count(" OK ") == 3
+
+    dry = cli("prune", backend.base, "--keep", "1", "--dry-run", "--json", *opts)
+    assert json.loads(dry.stdout)["deleted"] == published[:2]
+    assert len(ce.list_exports(backend.base, filesystem=backend.new_fs())) == 3
+    gc = cli("gc", backend.base, "--keep", "1", *opts)
+    assert gc.returncode == 0
+    assert f"deleted  {published[0]}" in gc.stdout
+    assert f"kept     {published[2]}  (newest 1)" in gc.stdout
+    assert [
+        e.version for e in ce.list_exports(backend.base, filesystem=backend.new_fs())
+    ] == published[2:]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["publish", "{tmp}/missing", "{base}"], 2, "does not exist"),
+        (["publish", "{src}", "{base}", "--assets-extra", "../x={src}/saved_model.pb"], 2, "'..'"),
+        (["publish", "{src}", "nosuch://b/x"], 2, "not a known storage scheme"),
+        (["verify", "{base}", "99"], 3, "no committed export"),
+        (["latest", "{base}"], 3, "no committed export"),
+        (["prune", "{base}", "--keep", "0"], 2, "keep must be a positive int"),
+        (["publish", "{src}", "{base}", "--metadata", "novalue"], 2, "KEY=VALUE"),
+    ],
+)
+def test_errors_are_one_line_with_documented_exit_codes(args, code, message, tmp_path, source):
+    base = str(tmp_path / "exports")
+    argv = [a.format(tmp=tmp_path, base=base, src=source) for a in args]
+    out = cli(*argv)
+    assert out.returncode == code, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: ") or lines[0].startswith("no committed export")
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_conflict_exit_code_and_verbose_traceback(tmp_path, source):
+    base = str(tmp_path / "exports")
+    assert cli("publish", str(source), base, "--version", "5").returncode == 0
+    again = cli("publish", str(source), base, "--version", "5")
+    assert again.returncode == 5 and "Traceback" not in again.stderr
+    verbose = cli("publish", str(source), base, "--version", "5", "--verbose")
+    assert verbose.returncode == 5 and "Traceback" in verbose.stderr
+
+
+def test_corrupt_export_fails_verify_with_code_4(tmp_path, source):
+    base = tmp_path / "exports"
+    info = ce.publish(source, str(base))
+    (base / str(info.version) / "variables" / "variables.index").write_bytes(b"changed!!")
+    out = cli("verify", str(base))
+    assert out.returncode == 4
+    assert "FAILED" in out.stdout and "variables/variables.index" in out.stdout
