@@ -12,7 +12,7 @@ from typing import Any
 from . import __version__
 from .commit import Plan, choose_strategy, our_marker_committed
 from .errors import InvalidArgumentError, VersionConflictError
-from .layout import claim_path, marker_path, parse_version, version_dir
+from .layout import claim_path, marker_path, parse_version, staging_root, version_dir
 from .marker import ExportInfo, check_metadata, parse_marker
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .source import scan_source
@@ -120,6 +120,7 @@ def _cleanup(plan: Plan) -> None:
     """Remove the staging copies and the claim; a failure here leaves litter, never harm."""
     try:
         plan.storage.delete([*plan.staged, claim_path(plan.base, plan.version)])
+        plan.storage.remove_dir_if_empty(staging_root(plan.base))  # local disk: no litter
     except Exception as exc:  # the export is committed; prune removes leftovers later
         log.warning("committed, but cleanup of staging failed (%s); prune removes it later", exc)
 

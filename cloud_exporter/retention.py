@@ -273,10 +273,18 @@ def _delete_orphans(storage: Storage, base: str, orphans: list[_Orphan]) -> None
             by_phase[3].append(orphan.claim)
     for phase in sorted(by_phase):
         storage.delete(by_phase[phase])
+    if storage.is_local:
+        _remove_emptied_dirs(storage, base, orphans)
+
+
+def _remove_emptied_dirs(storage: Storage, base: str, orphans: list[_Orphan]) -> None:
+    """Local disk: remove the directories the orphans occupied, and nothing in flight."""
+    tops = {join(base, p[len(base) + 1 :].split("/")[0]) for o in orphans for p in o.first}
+    staging = join(base, STAGING_DIRNAME)
     for orphan in orphans:
-        version = _version_of(orphan.name)
-        if version is not None:
-            storage.remove_empty_dirs(version_dir(base, version))
-        storage.remove_empty_dirs(join(base, STAGING_DIRNAME))
-        if orphan.name.rsplit("/", 1)[-1].startswith(STOCK_TEMP_PREFIX):
-            storage.remove_empty_dirs(join(base, orphan.name.rsplit("/", 1)[-1]))
+        for path in orphan.rest:
+            rel = path[len(base) + 1 :].split("/")
+            tops.add(join(staging, rel[1]) if rel[0] == STAGING_DIRNAME else join(base, rel[0]))
+    for top in sorted(tops):
+        storage.remove_empty_dirs(top)
+    storage.remove_dir_if_empty(staging)

@@ -243,6 +243,12 @@ class Storage:
         if self.is_local:
             shutil.rmtree(path, ignore_errors=True)
 
+    def remove_dir_if_empty(self, path: str) -> None:
+        """Local disk only: remove one directory if it is empty (others may be using it)."""
+        if self.is_local:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+
     def remove_empty_dirs(self, prefix: str) -> None:
         """Local disk only: remove directories left empty below and at ``prefix``."""
         if not self.is_local or not os.path.isdir(prefix):
@@ -253,8 +259,15 @@ class Storage:
 
 
 def _local_create_exclusive(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    for _ in range(100):  # another publisher may remove the empty parent between the two calls
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            break
+        except FileNotFoundError:
+            continue
+    else:
+        raise FileNotFoundError(f"cannot create {path}: its directory keeps disappearing")
     with os.fdopen(fd, "wb") as f:
         f.write(data)
         f.flush()
