@@ -1,0 +1,389 @@
+"""Drop-in replacements for ``tf.estimator``'s LatestExporter, BestExporter and FinalExporter.
+
+Same constructor arguments, ``name`` and ``export()`` contract as the stock classes, so that
+``tf.estimator.EvalSpec(exporters=[...])`` accepts them. Each export is written by the estimator
+to a local temporary directory, then published atomically with :func:`cloud_exporter.publish`
+(to ``<model_dir>/export/<name>`` or to ``export_base=``, e.g. ``s3://`` or ``gs://``) and
+pruned with :func:`cloud_exporter.prune`. Needs TensorFlow 2.15 with tensorflow-estimator.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypedDict, Unpack
+
+try:
+    import tensorflow as tf
+
+    _StockExporter = tf.estimator.Exporter
+except (ImportError, AttributeError) as _exc:  # TF >= 2.16 has no tf.estimator
+    raise ImportError(
+        "cloud_exporter.estimator needs TensorFlow <= 2.15 with tensorflow-estimator "
+        "(tf.estimator was removed in TF 2.16); with Keras use cloud_exporter.keras"
+    ) from _exc
+
+from ._tfutil import (
+    TaskRole,
+    export_location,
+    local_export_dir,
+    merged_metadata,
+    numeric_metrics,
+    resolve_role,
+    role_from_run_config,
+    to_number,
+)
+from .errors import InvalidArgumentError, StorageError
+from .exports import list_exports
+from .marker import ExportInfo, check_metadata
+from .publish import MODES, publish
+from .retention import prune
+from .retry import DEFAULT_RETRY, RetryPolicy
+
+__all__ = ["BestExporter", "FinalExporter", "LatestExporter"]
+
+log = logging.getLogger(__name__)
+CompareFn = Callable[..., bool]
+
+
+class ExporterOptions(TypedDict, total=False):
+    """Keyword-only extras every exporter accepts beyond the stock arguments."""
+
+    export_base: str | None  # publish here instead of <model_dir>/export/<name> (gs://, s3://)
+    mode: str  # "staged" (default) or "direct", as publish()
+    filesystem: Any  # an fsspec filesystem instance ...
+    storage_options: dict[str, Any] | None  # ... or the options to build one from the URI
+    retry: RetryPolicy  # retry bounds for every storage call
+    metadata: dict[str, Any] | None  # extra JSON stored in every marker
+    temp_dir: str | None  # where the estimator writes before publishing (default: system temp)
+    is_chief: bool | None  # override the TF_CONFIG / RunConfig decision of who publishes
+
+
+_DEFAULTS: ExporterOptions = {
+    "export_base": None,
+    "mode": "staged",
+    "filesystem": None,
+    "storage_options": None,
+    "retry": DEFAULT_RETRY,
+    "metadata": None,
+    "temp_dir": None,
+    "is_chief": None,
+}
+
+
+def _loss_smaller(
+    best_eval_result: Mapping[str, Any], current_eval_result: Mapping[str, Any]
+) -> bool:
+    """True if ``current_eval_result['loss']`` is smaller (the stock BestExporter default)."""
+    for label, result in (
+        ("best_eval_result", best_eval_result),
+        ("current_eval_result", current_eval_result),
+    ):
+        if not result or "loss" not in result:
+            raise ValueError(f"{label} cannot be empty or no loss is found in it.")
+    return best_eval_result["loss"] > current_eval_result["loss"]
+
+
+def _check_compare_fn(compare_fn: CompareFn | None) -> None:
+    """Raise ValueError unless ``compare_fn`` takes exactly best_/current_eval_result."""
+    if compare_fn is None:
+        raise ValueError("`compare_fn` must not be None.")
+    try:
+        params = inspect.signature(compare_fn).parameters
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"compare_fn ({compare_fn}) has no inspectable signature") from exc
+    wanted = {"best_eval_result", "current_eval_result"}
+    missing = wanted - set(params)
+    if missing:
+        raise ValueError(f"compare_fn ({compare_fn}) must include {sorted(missing)} argument(s).")
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    extra = sorted(n for n, p in params.items() if p.kind in positional and n not in wanted)
+    if extra:
+        raise ValueError(f"compare_fn ({compare_fn}) has following not expected args: {extra}")
+
+
+def _check_exports_to_keep(exports_to_keep: object) -> None:
+    if exports_to_keep is None:
+        return
+    if not isinstance(exports_to_keep, int) or isinstance(exports_to_keep, bool):
+        raise InvalidArgumentError(
+            f"`exports_to_keep` must be an int or None, got {exports_to_keep!r}"
+        )
+    if exports_to_keep <= 0:
+        raise ValueError(
+            f"`exports_to_keep`, if provided, must be a positive number. Got {exports_to_keep}"
+        )
+
+
+class _PublishingExporter(_StockExporter):
+    """Exports with the estimator to a local temp dir, then publishes (assets.extra included)."""
+
+    def __init__(
+        self,
+        name: str,
+        serving_input_receiver_fn: Callable[[], Any] | None,
+        assets_extra: Mapping[str, str] | None,
+        as_text: bool,
+        given: ExporterOptions,
+    ) -> None:
+        unknown = set(given) - set(_DEFAULTS)
+        if unknown:
+            raise TypeError(f"unexpected keyword arguments {sorted(unknown)}")
+        options: dict[str, Any] = {**_DEFAULTS, **given}
+        self._name = name
+        self._serving_input_receiver_fn = serving_input_receiver_fn
+        self._assets_extra = assets_extra
+        self._as_text = as_text
+        self._export_base = options.pop("export_base")
+        self._is_chief = options.pop("is_chief")
+        self._temp_dir = options.pop("temp_dir")
+        self._metadata = check_metadata(options.pop("metadata"))
+        self._storage = options  # filesystem, storage_options, retry (and mode for publish)
+        if options["mode"] not in MODES:
+            raise InvalidArgumentError(f"mode must be one of {MODES}, got {options['mode']!r}")
+        if options["filesystem"] is not None and options["storage_options"]:
+            raise InvalidArgumentError("pass either filesystem= or storage_options=, not both")
+        if self._export_base is not None and (
+            not isinstance(self._export_base, str) or not self._export_base.strip()
+        ):
+            raise InvalidArgumentError(
+                f"export_base must be a non-empty URI, got {self._export_base!r}"
+            )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def base_for(self, export_path: str | bytes) -> str:
+        """Where exports go: ``export_base`` if given, else the stock ``export_path``."""
+        if self._export_base is not None:
+            return self._export_base
+        return export_path.decode() if isinstance(export_path, bytes) else str(export_path)
+
+    def _role(self, estimator: Any) -> TaskRole:
+        return resolve_role(
+            self._is_chief, role_from_run_config(getattr(estimator, "config", None))
+        )
+
+    def _skip(self, role: TaskRole) -> bool:
+        if role.publishes:
+            return False
+        log.info("%s: %s does not publish (only the chief does)", self._name, role.describe())
+        return True
+
+    def _publish(
+        self,
+        estimator: Any,
+        base: str,
+        checkpoint_path: str | None,
+        eval_result: Mapping[str, Any] | None,
+        is_the_final_export: bool,
+        role: TaskRole,
+    ) -> ExportInfo:
+        metadata = merged_metadata(
+            self._metadata,
+            {
+                "exporter": self._name,
+                "exporter_class": type(self).__name__,
+                "global_step": _global_step(eval_result, checkpoint_path),
+                "checkpoint_path": None if checkpoint_path is None else str(checkpoint_path),
+                "metrics": numeric_metrics(eval_result),
+                "is_the_final_export": bool(is_the_final_export),
+                "task": role.describe(),
+            },
+        )
+        with local_export_dir(self._temp_dir) as tmp:
+            written = estimator.export_saved_model(
+                tmp,
+                self._serving_input_receiver_fn,
+                assets_extra=None,  # validated and uploaded by publish below
+                as_text=self._as_text,
+                checkpoint_path=checkpoint_path,
+            )
+            source = written.decode() if isinstance(written, bytes) else str(written)
+            return publish(
+                source, base, assets_extra=self._assets_extra, metadata=metadata, **self._storage
+            )
+
+    def _prune(self, base: str, keep: int, pinned: Sequence[int] = ()) -> None:
+        """Prune after a committed export; a storage failure is logged, the next export retries."""
+        options = {k: v for k, v in self._storage.items() if k != "mode"}
+        try:
+            prune(base, keep=keep, pinned=pinned, **options)
+        except StorageError as exc:
+            log.error(
+                "%s: exported, but pruning %s failed (%s); retried after the next export",
+                self._name,
+                base,
+                exc,
+            )
+
+
+def _global_step(eval_result: Mapping[str, Any] | None, checkpoint_path: str | None) -> int | None:
+    step = to_number((eval_result or {}).get("global_step"))
+    if isinstance(step, int):
+        return step
+    tail = str(checkpoint_path or "").rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+class LatestExporter(_PublishingExporter):
+    """Publishes every evaluated checkpoint and keeps the newest ``exports_to_keep``."""
+
+    def __init__(
+        self,
+        name: str,
+        serving_input_receiver_fn: Callable[[], Any],
+        assets_extra: Mapping[str, str] | None = None,
+        as_text: bool = False,
+        exports_to_keep: int | None = 5,
+        **options: Unpack[ExporterOptions],
+    ) -> None:
+        _check_exports_to_keep(exports_to_keep)
+        self._exports_to_keep = exports_to_keep
+        super().__init__(
+            name,
+            serving_input_receiver_fn,
+            assets_extra,
+            as_text,
+            options,
+        )
+
+    def export(
+        self,
+        estimator: Any,
+        export_path: str,
+        checkpoint_path: str | None,
+        eval_result: Mapping[str, Any] | None,
+        is_the_final_export: bool,
+    ) -> str | None:
+        role = self._role(estimator)
+        if self._skip(role):
+            return None
+        base = self.base_for(export_path)
+        info = self._publish(
+            estimator, base, checkpoint_path, eval_result, is_the_final_export, role
+        )
+        if self._exports_to_keep is not None:
+            self._prune(base, self._exports_to_keep)
+        return export_location(base, info)
+
+
+class FinalExporter(_PublishingExporter):
+    """Publishes once, at the end of training (``is_the_final_export``); never prunes."""
+
+    def __init__(
+        self,
+        name: str,
+        serving_input_receiver_fn: Callable[[], Any],
+        assets_extra: Mapping[str, str] | None = None,
+        as_text: bool = False,
+        **options: Unpack[ExporterOptions],
+    ) -> None:
+        super().__init__(
+            name,
+            serving_input_receiver_fn,
+            assets_extra,
+            as_text,
+            options,
+        )
+
+    def export(
+        self,
+        estimator: Any,
+        export_path: str,
+        checkpoint_path: str | None,
+        eval_result: Mapping[str, Any] | None,
+        is_the_final_export: bool,
+    ) -> str | None:
+        if not is_the_final_export:
+            return None
+        role = self._role(estimator)
+        if self._skip(role):
+            return None
+        base = self.base_for(export_path)
+        info = self._publish(estimator, base, checkpoint_path, eval_result, True, role)
+        return export_location(base, info)
+
+
+class BestExporter(_PublishingExporter):
+    """Publishes a checkpoint only when ``compare_fn`` says it beats the best published one.
+
+    The best is read back from the markers under the base (the eval metrics each export
+    recorded), so a restarted job compares against the true best. ``event_file_pattern`` is
+    accepted for compatibility and not used. Pruning keeps the ``exports_to_keep`` most recent
+    best exports: the newest exports that each beat every export before them.
+    """
+
+    def __init__(
+        self,
+        name: str = "best_exporter",
+        serving_input_receiver_fn: Callable[[], Any] | None = None,
+        event_file_pattern: str | None = "eval/*.tfevents.*",
+        compare_fn: CompareFn = _loss_smaller,
+        assets_extra: Mapping[str, str] | None = None,
+        as_text: bool = False,
+        exports_to_keep: int | None = 5,
+        **options: Unpack[ExporterOptions],
+    ) -> None:
+        _check_compare_fn(compare_fn)
+        _check_exports_to_keep(exports_to_keep)
+        self._compare_fn = compare_fn
+        self._event_file_pattern = event_file_pattern
+        self._exports_to_keep = exports_to_keep
+        super().__init__(
+            name,
+            serving_input_receiver_fn,
+            assets_extra,
+            as_text,
+            options,
+        )
+
+    def export(
+        self,
+        estimator: Any,
+        export_path: str,
+        checkpoint_path: str | None,
+        eval_result: Mapping[str, Any] | None,
+        is_the_final_export: bool,
+    ) -> str | None:
+        role = self._role(estimator)
+        if self._skip(role):
+            return None
+        base = self.base_for(export_path)
+        records = self.best_exports(base)
+        if records and not self._compare_fn(
+            best_eval_result=records[-1].metadata["metrics"], current_eval_result=eval_result
+        ):
+            log.info("%s: not better than version %d; no export", self._name, records[-1].version)
+            return None
+        info = self._publish(
+            estimator, base, checkpoint_path, eval_result, is_the_final_export, role
+        )
+        if self._exports_to_keep is not None:
+            previous = [r.version for r in records]
+            keep_previous = previous[max(0, len(previous) - (self._exports_to_keep - 1)) :]
+            self._prune(base, 1, pinned=[*keep_previous, info.version])
+        return export_location(base, info)
+
+    def best_exports(self, base: str) -> list[ExportInfo]:
+        """The published exports that each beat all before them, oldest first (last = best)."""
+        options = {k: v for k, v in self._storage.items() if k != "mode"}
+        chain: list[ExportInfo] = []
+        for info in list_exports(base, **options):
+            metrics = info.metadata.get("metrics")
+            if not isinstance(metrics, dict) or not metrics:
+                continue
+            try:
+                better = not chain or self._compare_fn(
+                    best_eval_result=chain[-1].metadata["metrics"], current_eval_result=metrics
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning(
+                    "%s: version %d is not comparable (%s); ignored", self._name, info.version, exc
+                )
+                continue
+            if better:
+                chain.append(info)
+        return chain
