@@ -18,12 +18,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractFileSystem
+
+from ._stale_listing import StaleIndex
 
 logger = logging.getLogger(__name__)
 
@@ -98,14 +100,6 @@ class FailOn:
     fired: int = field(default=0, init=False)
 
 
-@dataclass
-class _Pending:
-    kind: Literal["new", "deleted"]
-    info: dict[str, Any]
-    since_time: float
-    since_listing: int
-
-
 def _flat(paths: Any) -> list[str]:
     return [os.fspath(p) for p in paths] if isinstance(paths, (list, tuple)) else [
         os.fspath(paths)]
@@ -163,8 +157,7 @@ class FaultyFileSystem(AbstractFileSystem):
         self.stale_seconds, self.stale_calls = stale_seconds, stale_calls
         self._clock, self._sleep = clock, sleep
         self._lock, self._local = threading.RLock(), threading.local()
-        self._pending: dict[str, _Pending] = {}
-        self._listings = 0
+        self._stale = StaleIndex(inner, clock)
         self.reset_counters()
 
     def reset_counters(self) -> None:
@@ -251,7 +244,7 @@ class FaultyFileSystem(AbstractFileSystem):
             call = Call(method, paths, mutating, "pending", self._clock(), targets)
             self.calls.append(call)
             self.call_counts[method] += 1
-            self._listings += method in LISTING_METHODS
+            self._stale.listings += method in LISTING_METHODS
             if not self.crashed and mutating:
                 self.mutating_calls += 1
                 if self.crash_after is not None and self.mutating_calls >= self.crash_after:
@@ -311,78 +304,23 @@ class FaultyFileSystem(AbstractFileSystem):
     def _remote(self, paths: Any) -> list[str]:
         return [self._strip_protocol(p) for p in _flat(paths)]
 
-    # -- staleness: a lagging listing index, tracked per file ------------------------------------
+    # -- staleness (see _stale_listing.StaleIndex) ------------------------------------------
 
     @property
     def _staleness_on(self) -> bool:
-        return self.stale_seconds > 0 or self.stale_calls > 0
+        self._stale.seconds, self._stale.calls = self.stale_seconds, self.stale_calls
+        return self._stale.on
 
     def _snapshot(self, targets: Sequence[str]) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for t in targets:
-            with suppress(FileNotFoundError):
-                out.update(self.inner.find(t, detail=True))
-        return out
+        return self._stale.snapshot(list(targets))
 
     def _track(self, before: dict[str, Any], after: dict[str, Any]) -> None:
-        with self._lock:
-            pending, now, n = self._active(), self._clock(), self._listings
-            for p in after.keys() - before.keys():
-                if p not in pending:  # over a phantom, listings keep showing the old info
-                    self._pending[p] = _Pending("new", {}, now, n)
-            for p in before.keys() - after.keys():
-                old = self._pending.pop(p, None)
-                if old is None or old.kind == "deleted":  # a never-listed new file just vanishes
-                    info = old.info if old else dict(before[p])
-                    self._pending[p] = _Pending("deleted", info, now, n)
-
-    def _active(self) -> dict[str, _Pending]:
-        with self._lock:
-            now = self._clock()
-            self._pending = {
-                p: e for p, e in self._pending.items()
-                if (self.stale_seconds > 0 and now - e.since_time < self.stale_seconds)
-                or (self.stale_calls > 0 and self._listings <= e.since_listing + self.stale_calls)
-            }
-            return dict(self._pending)
-
-    def _only_new_below(self, d: str, active: dict[str, _Pending]) -> bool:
-        prefix = d.rstrip("/") + "/"
-        below = {e.kind for p, e in active.items() if p.startswith(prefix)}
-        if below != {"new"}:  # nothing invisible below, or phantoms keep the prefix listed
-            return False
-        try:
-            files = self.inner.find(d)
-        except FileNotFoundError:
-            return False
-        return all(f in active and active[f].kind == "new" for f in files)
+        self._stale.track(before, after)
 
     def _stale_view(self, entries: dict[str, dict[str, Any]], root: str,
                     maxdepth: int | None, withdirs: bool) -> dict[str, dict[str, Any]]:
-        """``entries`` listed under ``root`` as a lagging index shows them."""
-        active = self._active()
-        if not active:
-            return entries
-        out: dict[str, dict[str, Any]] = {}
-        for name, info in entries.items():
-            e = active.get(name.rstrip("/"))
-            if e is not None and e.kind == "new":
-                continue
-            if e is None and info.get("type") == "directory" and self._only_new_below(name, active):
-                continue  # a prefix holding only invisible objects is invisible too
-            out[name] = dict(e.info) if e is not None else info
-        prefix = root if root.endswith("/") or not root else root + "/"
-        for p, e in active.items():
-            if e.kind != "deleted" or p in out or not (p == root or p.startswith(prefix)):
-                continue
-            parts = p[len(prefix):].split("/") if p != root else []
-            if maxdepth is None or len(parts) <= maxdepth:
-                out[p] = dict(e.info)
-            for i in range(1, len(parts) if withdirs else 0):
-                d = prefix + "/".join(parts[:i])
-                if (maxdepth is None or i <= maxdepth) and d not in out and d + "/" not in out:
-                    out[d] = {"name": d, "size": 0, "type": "directory"}
-        return dict(sorted(out.items()))
+        self._stale.seconds, self._stale.calls = self.stale_seconds, self.stale_calls
+        return self._stale.view(entries, root, maxdepth, withdirs)
 
     def _stale_find(self, path: str, maxdepth: int | None, withdirs: bool, **kw: Any) -> dict:
         found = self.inner.find(path, maxdepth=maxdepth, withdirs=withdirs, detail=True, **kw)
