@@ -105,9 +105,9 @@ def claim_version(storage: Storage, base: str, requested: int | None, writer_id:
 
 
 def _try_claim(storage: Storage, base: str, version: int, writer_id: str) -> bool:
-    claim = claim_path(base, version)
-    if not storage.create_exclusive(claim, writer_id.encode()):
-        return storage.read_bytes(claim, 256) == writer_id.encode()  # a retried claim of ours
+    claim, mine = claim_path(base, version), writer_id.encode()
+    if not storage.create_exclusive(claim, mine) and storage.read_bytes(claim, 256) != mine:
+        return False  # another writer's claim (ours, when a retried create lost its answer)
     if storage.read_bytes(marker_path(base, version), 0) is None and not storage.list_tree(
         version_dir(base, version)
     ):

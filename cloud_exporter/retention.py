@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import PruneIncompleteError, StorageError
+from .errors import PermissionDeniedError, PruneIncompleteError, StorageError
 from .exports import BaseListing, list_base, scan_exports
 from .layout import (
     CLAIM_SUFFIX,
@@ -72,6 +72,7 @@ class _Orphan:
     rest: list[str] = field(default_factory=list)  # staging files
     claim: str | None = None  # deleted last: it keeps the version reserved until then
     newest: float = 0.0
+    dirs: list[str] = field(default_factory=list)  # local disk: also remove these once empty
 
     def add(self, path: str, entry: Entry, bucket: list[str]) -> None:
         bucket.append(path)
@@ -121,10 +122,16 @@ def prune(
     if dry_run:
         return report
     try:
-        if doomed:  # names the doomed versions as ours, should this prune stop half way
-            storage.create_exclusive(_journal_path(root), _journal_bytes(doomed))
+        journal = _journal_path(root) if doomed else None
+        if journal:  # names the doomed versions as ours, should this prune stop half way
+            storage.create_exclusive(journal, _journal_bytes(doomed))
         _delete_exports(storage, root, listing, doomed)
         _delete_orphans(storage, root, ripe)
+        if journal and storage.is_local:  # object stores: the next prune drops it in its batch
+            storage.delete_one(journal)
+            storage.remove_dir_if_empty(join(root, STAGING_DIRNAME))
+    except PermissionDeniedError:
+        raise  # running prune again cannot help: the credentials lack a permission
     except StorageError as exc:
         report.remaining = _still_there(storage, root, doomed)
         raise PruneIncompleteError(
@@ -203,22 +210,42 @@ def _find_orphans(
         elif head.startswith(STOCK_TEMP_PREFIX) and head[len(STOCK_TEMP_PREFIX) :].isdigit():
             group = groups.setdefault(head, _Orphan(storage.uri(join(base, head))))
             group.add(path, entry, group.rest)
-    journaled = set().union(*journals.values())
     for path, versions in journals.items():
         if not versions & set(listing.versions):  # its prune finished: the journal can go
-            groups[path] = _Orphan(storage.uri(path), rest=[path])
+            dirs = [version_dir(base, v) for v in sorted(versions)]  # a crash may leave them
+            groups[path] = _Orphan(storage.uri(path), rest=[path], dirs=dirs)
+    journal_times = {join(base, e.relpath): e.mtime for e in listing.others}
     for version, files in listing.versions.items():
         if version in committed or version in invalid:
             continue
-        if version not in staged_versions and version not in journaled:
+        remnant = _is_remnant(version, files, journals, journal_times)
+        if version not in staged_versions and not remnant:
             continue  # not ours: no claim, staging or prune journal of ours names it
         group = groups.setdefault(str(version), _Orphan(storage.uri(version_dir(base, version))))
         ordered = sorted(files, key=lambda rel: (not is_saved_model_file(rel), rel))
         for relpath in ordered:
             group.add(join(version_dir(base, version), relpath), files[relpath], group.first)
-        if version in journaled:  # remnants of an export a prune already decided to delete
-            group.newest = 0.0
+        if remnant and version not in staged_versions:
+            group.newest = 0.0  # remnants of an export a prune decided to delete; not in flight
     return list(groups.values())
+
+
+def _is_remnant(
+    version: int,
+    files: dict[str, Entry],
+    journals: dict[str, set[int]],
+    journal_times: dict[str, float | None],
+) -> bool:
+    """Left behind by a prune that deleted ``version``: a journal names it and no object in the
+    directory is newer than that journal (one written later under the number is not ours)."""
+    times = [e.mtime for e in files.values()]
+    if not times or None in times:
+        return False
+    newest = max(t for t in times if t is not None)
+    return any(
+        version in versions and (journal_times.get(path) or 0.0) >= newest
+        for path, versions in journals.items()
+    )
 
 
 def _journal_path(base: str) -> str:
@@ -280,6 +307,7 @@ def _delete_orphans(storage: Storage, base: str, orphans: list[_Orphan]) -> None
 def _remove_emptied_dirs(storage: Storage, base: str, orphans: list[_Orphan]) -> None:
     """Local disk: remove the directories the orphans occupied, and nothing in flight."""
     tops = {join(base, p[len(base) + 1 :].split("/")[0]) for o in orphans for p in o.first}
+    tops.update(d for o in orphans for d in o.dirs)
     staging = join(base, STAGING_DIRNAME)
     for orphan in orphans:
         for path in orphan.rest:

@@ -109,7 +109,9 @@ class Storage:
     def _call(self, what: str, path: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         try:
             return self.retry.call(f"{what} {self.uri(path)}", fn, *args, **kw)
-        except PermissionError as exc:
+        except OSError as exc:
+            if not is_permission_denied(exc):
+                raise
             raise PermissionDeniedError(
                 f"permission denied to {what} {self.uri(path)}: grant the training identity "
                 "object create/get/list/delete on the export prefix (see terraform/)"
@@ -256,6 +258,14 @@ class Storage:
         for dirpath, _dirs, _files in sorted(os.walk(prefix), key=lambda w: -len(w[0])):
             with contextlib.suppress(OSError):  # not empty, or removed by another process
                 os.rmdir(dirpath)
+
+
+def is_permission_denied(exc: OSError) -> bool:
+    """PermissionError (s3fs for 403 AccessDenied, the OS for EACCES), or the plain OSError
+    that gcsfs raises for an HTTP 403 (its message starts with "Forbidden:")."""
+    return isinstance(exc, PermissionError) or (
+        type(exc) is OSError and str(exc).startswith("Forbidden:")
+    )
 
 
 def _local_create_exclusive(path: str, data: bytes) -> None:
