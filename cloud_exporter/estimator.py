@@ -166,11 +166,13 @@ class _PublishingExporter(_StockExporter):
             self._is_chief, role_from_run_config(getattr(estimator, "config", None))
         )
 
-    def _skip(self, role: TaskRole) -> bool:
-        if role.publishes:
-            return False
-        log.info("%s: %s does not publish (only the chief does)", self._name, role.describe())
-        return True
+    def _target(self, estimator: Any, export_path: str) -> tuple[str, TaskRole] | None:
+        """(base, role) when this task publishes; None (logged) on the other workers."""
+        role = self._role(estimator)
+        if not role.publishes:
+            log.info("%s: %s does not publish (only the chief does)", self._name, role.describe())
+            return None
+        return self.base_for(export_path), role
 
     def _publish(
         self,
@@ -258,10 +260,10 @@ class LatestExporter(_PublishingExporter):
         eval_result: Mapping[str, Any] | None,
         is_the_final_export: bool,
     ) -> str | None:
-        role = self._role(estimator)
-        if self._skip(role):
+        target = self._target(estimator, export_path)
+        if target is None:
             return None
-        base = self.base_for(export_path)
+        base, role = target
         info = self._publish(
             estimator, base, checkpoint_path, eval_result, is_the_final_export, role
         )
@@ -299,10 +301,10 @@ class FinalExporter(_PublishingExporter):
     ) -> str | None:
         if not is_the_final_export:
             return None
-        role = self._role(estimator)
-        if self._skip(role):
+        target = self._target(estimator, export_path)
+        if target is None:
             return None
-        base = self.base_for(export_path)
+        base, role = target
         info = self._publish(estimator, base, checkpoint_path, eval_result, True, role)
         return export_location(base, info)
 
@@ -348,10 +350,10 @@ class BestExporter(_PublishingExporter):
         eval_result: Mapping[str, Any] | None,
         is_the_final_export: bool,
     ) -> str | None:
-        role = self._role(estimator)
-        if self._skip(role):
+        target = self._target(estimator, export_path)
+        if target is None:
             return None
-        base = self.base_for(export_path)
+        base, role = target
         records = self.best_exports(base)
         if records and not self._compare_fn(
             best_eval_result=records[-1].metadata["metrics"], current_eval_result=eval_result
