@@ -50,7 +50,12 @@ def list_base(storage: Storage, base: str) -> BaseListing:
 
 def read_export(storage: Storage, base: str, version: int) -> ExportInfo:
     """Read and validate one marker; ExportNotFoundError when it does not exist."""
-    data = storage.read_bytes(marker_path(base, version), MAX_MARKER_BYTES)
+    return _parse(
+        storage, base, version, storage.read_bytes(marker_path(base, version), MAX_MARKER_BYTES)
+    )
+
+
+def _parse(storage: Storage, base: str, version: int, data: bytes | None) -> ExportInfo:
     uri = storage.uri(version_dir(base, version))
     if data is None:
         raise ExportNotFoundError(
@@ -64,16 +69,22 @@ def scan_exports(
     storage: Storage, base: str, listing: BaseListing | None = None
 ) -> tuple[list[ExportInfo], dict[int, str]]:
     """(valid exports ascending, {version: why invalid}) from one listing and the markers."""
-    versions = (listing or list_base(storage, base)).marked()
+    listing = listing or list_base(storage, base)
     results: dict[int, ExportInfo | str] = {}
-
-    def load(version: int) -> None:
+    paths = {}
+    for version in listing.marked():
+        if listing.versions[version][MARKER_NAME].size > MAX_MARKER_BYTES:
+            results[version] = (
+                f"marker of version {version} is larger than {MAX_MARKER_BYTES} bytes"
+            )
+        else:
+            paths[marker_path(base, version)] = version
+    for path, data in storage.read_many(list(paths), MAX_MARKER_BYTES).items():
+        version = paths[path]
         try:
-            results[version] = read_export(storage, base, version)
+            results[version] = _parse(storage, base, version, data)
         except (CorruptExportError, ExportNotFoundError) as exc:
             results[version] = str(exc)
-
-    storage.run_parallel(load, versions)
     valid = [r for v, r in sorted(results.items()) if isinstance(r, ExportInfo)]
     invalid = {v: r for v, r in results.items() if isinstance(r, str)}
     for version, why in sorted(invalid.items()):

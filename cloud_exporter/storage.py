@@ -166,6 +166,32 @@ class Storage:
         except FileNotFoundError:
             return None
 
+    def read_many(self, paths: Sequence[str], limit: int) -> dict[str, bytes | None]:
+        """Read many small objects with one batched ``cat`` (the backend runs the GETs
+        concurrently); objects the batch failed on are read again one by one, with retries."""
+        if not paths:
+            return {}
+        try:
+            got = self.fs.cat(list(paths), on_error="return")
+        except Exception:  # the whole batch failed: fall back to single reads
+            got = {}
+        out: dict[str, bytes | None] = {}
+        again: list[str] = []
+        for path in paths:
+            value = got.get(path, got.get(self.fs._strip_protocol(path)))
+            if isinstance(value, bytes) and len(value) <= limit:
+                out[path] = value
+            elif isinstance(value, FileNotFoundError):
+                out[path] = None
+            else:
+                again.append(path)
+
+        def single(path: str) -> None:
+            out[path] = self.read_bytes(path, limit)
+
+        self.run_parallel(single, again)
+        return out
+
     def size_of(self, path: str) -> int | None:
         """Size from a fresh HEAD of one object (not a listing); None if it does not exist."""
         self.fs.invalidate_cache(path)
