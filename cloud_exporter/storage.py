@@ -28,6 +28,9 @@ from .retry import DEFAULT_RETRY, RetryPolicy
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+TRANSFER_CHUNK = 8 << 20  # multipart part size; files up to this size go in one request
+GCS_RESUMABLE_CHUNK = 32 << 20  # gcsfs sends a resumable upload's chunks one at a time
+PARTS_IN_FLIGHT = 4  # concurrent parts of the one large upload allowed at a time (s3fs)
 DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1000 keys per request
 _MEMORY_CREATE_LOCK = threading.Lock()  # memory:// lives in this process: a lock makes it exclusive
 
@@ -100,6 +103,8 @@ class Storage:
         real = innermost(fs)
         self.is_local = isinstance(real, LocalFileSystem)
         self._is_memory = isinstance(real, MemoryFileSystem)
+        self._put_options = _bounded_put_options(real)
+        self._large_file = threading.Semaphore(1)  # one multipart upload at a time
 
     # -- naming ---------------------------------------------------------------------------
     def uri(self, path: str) -> str:
@@ -230,9 +235,13 @@ class Storage:
         def one(pair: tuple[str, str]) -> None:
             if before is not None:
                 before(pair[0])
-            self._write("upload", pair[1], self.fs.put_file, pair[0], pair[1])
+            if os.path.getsize(pair[0]) <= TRANSFER_CHUNK:
+                self._write("upload", pair[1], self.fs.put_file, *pair, **self._put_options)
+                return
+            with self._large_file:  # memory stays ~ parts in flight x TRANSFER_CHUNK
+                self._write("upload", pair[1], self.fs.put_file, *pair, **self._put_options)
 
-        self.run_parallel(one, pairs)
+        self.run_parallel(one, sorted(pairs, key=lambda p: -os.path.getsize(p[0])))
 
     def copy(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Server-side copy of ``(src, dst)`` pairs, concurrently (no bytes through the client)."""
@@ -284,6 +293,16 @@ class Storage:
         for dirpath, _dirs, _files in sorted(os.walk(prefix), key=lambda w: -len(w[0])):
             with contextlib.suppress(OSError):  # not empty, or removed by another process
                 os.rmdir(dirpath)
+
+
+def _bounded_put_options(fs: Any) -> dict[str, Any]:
+    """Part size and part concurrency that bound the memory of one upload (s3fs, gcsfs)."""
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    if "s3" in protocols:
+        return {"chunksize": TRANSFER_CHUNK, "max_concurrency": PARTS_IN_FLIGHT}
+    if "gs" in protocols or "gcs" in protocols:
+        return {"chunksize": GCS_RESUMABLE_CHUNK}
+    return {}
 
 
 def is_permission_denied(exc: OSError) -> bool:
