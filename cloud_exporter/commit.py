@@ -20,6 +20,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from .errors import CorruptExportError, VersionConflictError
@@ -85,18 +86,21 @@ def split_last(files: list[SourceFile]) -> tuple[list[SourceFile], list[SourceFi
 
 
 def upload_hashed(plan: Plan, prefix: str, files: list[SourceFile], record: list[str]) -> None:
-    """Hash each file in one streaming read and upload it below ``prefix``, concurrently."""
+    """Upload files below ``prefix`` and hash them (one streaming read each) as separate jobs
+    on one pool, largest first, so that no upload waits for its checksum."""
 
-    def hashed(local: str) -> None:
-        source = by_local[local]
-        plan.records[source.relpath] = FileRecord(source.relpath, source.size, sha256_file(local))
+    def upload(f: SourceFile) -> None:
+        plan.storage.upload([(f.local_path, join(prefix, f.relpath))])
+
+    def digest(f: SourceFile) -> None:
+        plan.records[f.relpath] = FileRecord(f.relpath, f.size, sha256_file(f.local_path))
         if plan.on_file is not None:
-            plan.on_file(source.size)
+            plan.on_file(f.size)
 
-    by_local = {f.local_path: f for f in files}
-    pairs = [(f.local_path, join(prefix, f.relpath)) for f in files]
-    record.extend(dst for _, dst in pairs)
-    plan.storage.upload(pairs, before=hashed)
+    largest_first = sorted(files, key=lambda f: -f.size)
+    record.extend(join(prefix, f.relpath) for f in largest_first)
+    jobs = [partial(job, f) for f in largest_first for job in (upload, digest)]
+    plan.storage.run_parallel(lambda job: job(), jobs)
 
 
 def write_marker(plan: Plan) -> None:
@@ -135,8 +139,11 @@ class StagedCopy:
 
     def commit(self, plan: Plan) -> None:
         upload_hashed(plan, plan.staging, plan.files, plan.staged)
+        # One listing instead of a HEAD per copy: s3fs takes each source's size from it.
+        plan.storage.list_tree(plan.staging)
         others, last = split_last(plan.files)
         for group in (others, last):
+            group = sorted(group, key=lambda f: -f.size)
             pairs = [(join(plan.staging, f.relpath), join(plan.target, f.relpath)) for f in group]
             plan.placed.extend(dst for _, dst in pairs)
             plan.storage.copy(pairs)

@@ -224,17 +224,10 @@ class Storage:
             return False
         return True
 
-    def upload(
-        self, pairs: Sequence[tuple[str, str]], before: Callable[[str], None] | None = None
-    ) -> None:
-        """Upload ``(local_path, remote_path)`` pairs concurrently, each retried on its own.
-
-        ``before(local_path)`` runs in the same worker just before the upload (used to hash).
-        """
+    def upload(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Upload ``(local_path, remote_path)`` pairs concurrently, each retried on its own."""
 
         def one(pair: tuple[str, str]) -> None:
-            if before is not None:
-                before(pair[0])
             if os.path.getsize(pair[0]) <= TRANSFER_CHUNK:
                 self._write("upload", pair[1], self.fs.put_file, *pair, **self._put_options)
                 return
