@@ -108,23 +108,12 @@ def _memory_backend() -> Backend:
     return Backend("memory", "memory", f"{scratch}/exports", scratch, cross_process=False)
 
 
-def _server_backend(request: pytest.FixtureRequest, name: str) -> Backend:
-    endpoint = request.getfixturevalue(f"{name}_endpoint")
-    bucket = request.getfixturevalue(f"{name}_bucket")
-    if name == "s3":
-        scheme, options = "s3", servers.s3_storage_options(endpoint)
-    else:
-        scheme, options = "gs", servers.gcs_storage_options(endpoint)
-    scratch = f"{scheme}://{bucket}/{_unique()}"
-    return Backend(name, name, f"{scratch}/exports", scratch, options)
-
-
 def _make_backend(request: pytest.FixtureRequest, name: str) -> Backend:
     if name == "local":
         return _local_backend(request.getfixturevalue("tmp_path"))
     if name == "memory":
         return _memory_backend()
-    return _server_backend(request, name)
+    return servers.server_backend_for(request, name)
 
 
 def _cleanup(backend: Backend) -> None:

@@ -15,6 +15,7 @@ Also here: `Backend`, the object that the ``backend`` fixtures in conftest.py ha
 from __future__ import annotations
 
 import os
+import uuid
 
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 os.environ["AWS_ACCESS_KEY_ID"] = "testing"
@@ -334,3 +335,18 @@ def fake_gcs_server(timeout: float = START_TIMEOUT_S) -> Iterator[str]:
         "fake-gcs-server", argv, "/storage/v1/b", lambda status: status == 200, timeout
     ) as url:
         yield url
+
+
+def server_backend_for(request: Any, name: str) -> Backend:
+    """A fresh ``Backend`` on the session's moto ("s3") or fake-gcs-server ("gcs") bucket.
+
+    ``request`` is a pytest FixtureRequest of any scope (the server fixtures are session-wide).
+    """
+    endpoint = request.getfixturevalue(f"{name}_endpoint")
+    bucket = request.getfixturevalue(f"{name}_bucket")
+    if name == "s3":
+        scheme, options = "s3", s3_storage_options(endpoint)
+    else:
+        scheme, options = "gs", gcs_storage_options(endpoint)
+    scratch = f"{scheme}://{bucket}/t-{uuid.uuid4().hex[:12]}"
+    return Backend(name, name, f"{scratch}/exports", scratch, options)

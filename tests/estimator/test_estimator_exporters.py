@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,21 +49,10 @@ class Run:
         return f"{self.backend.scratch}/{name}"
 
 
-def _server_backend(request: pytest.FixtureRequest, name: str) -> Backend:
-    endpoint = request.getfixturevalue(f"{name}_endpoint")
-    bucket = request.getfixturevalue(f"{name}_bucket")
-    if name == "s3":
-        scheme, options = "s3", servers.s3_storage_options(endpoint)
-    else:
-        scheme, options = "gs", servers.gcs_storage_options(endpoint)
-    scratch = f"{scheme}://{bucket}/est-{uuid.uuid4().hex[:10]}"
-    return Backend(name, name, f"{scratch}/exports", scratch, options)
-
-
 @pytest.fixture(scope="module", params=["s3", "gcs"])
 def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """train_and_evaluate with our three exporters publishing to one object store."""
-    backend = _server_backend(request, request.param)
+    backend = servers.server_backend_for(request, request.param)
     tmp = tmp_path_factory.mktemp(f"run-{request.param}")
     asset = tmp / "vocab.txt"
     asset.write_text("a\nb\n")
