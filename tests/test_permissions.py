@@ -68,12 +68,12 @@ PUBLISH_CASES = [
     Case("marker-staged", lambda: on(("pipe_file",), MARKER_NAME), "create"),
     Case("marker-direct", lambda: on(("pipe_file",), MARKER_NAME), "create", "direct"),
     Case("list", lambda: on(("find", "ls")), "list"),
-    Case("read", lambda: on(("cat_file",)), "read"),
+    Case("read", lambda: on(("cat_file", "cat")), "read"),  # single and batched reads
 ]
 PRUNE_CASES = [
     Case("delete", lambda: on(("rm", "rm_file")), "delete"),
     Case("list", lambda: on(("find", "ls")), "list"),
-    Case("read", lambda: on(("cat_file",)), "read"),
+    Case("read", lambda: on(("cat_file", "cat")), "read"),  # single and batched reads
 ]
 STORES = pytest.mark.parametrize("backend", ["memory", "s3", "gcs"], indirect=True)
 
