@@ -111,7 +111,6 @@ class RetryPolicy:
             raise
 
 
-NO_RETRY = RetryPolicy(max_attempts=1)
 DEFAULT_RETRY = RetryPolicy()
 
 

@@ -228,10 +228,9 @@ class Storage:
         """Upload ``(local_path, remote_path)`` pairs concurrently, each retried on its own."""
 
         def one(pair: tuple[str, str]) -> None:
-            if os.path.getsize(pair[0]) <= TRANSFER_CHUNK:
-                self._write("upload", pair[1], self.fs.put_file, *pair, **self._put_options)
-                return
-            with self._large_file:  # memory stays ~ parts in flight x TRANSFER_CHUNK
+            large = os.path.getsize(pair[0]) > TRANSFER_CHUNK
+            # One multipart upload at a time: memory stays ~ parts in flight x TRANSFER_CHUNK.
+            with self._large_file if large else contextlib.nullcontext():
                 self._write("upload", pair[1], self.fs.put_file, *pair, **self._put_options)
 
         self.run_parallel(one, sorted(pairs, key=lambda p: -os.path.getsize(p[0])))
