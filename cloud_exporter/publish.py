@@ -12,7 +12,7 @@ from typing import Any
 from . import __version__
 from .commit import Plan, choose_strategy, our_marker_committed
 from .errors import InvalidArgumentError, VersionConflictError
-from .layout import claim_path, marker_path, parse_version, staging_root, version_dir
+from .layout import claim_path, marker_path, parse_version, staging_root
 from .marker import ExportInfo, check_metadata, parse_marker
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .source import scan_source
@@ -87,33 +87,47 @@ def check_version(version: object) -> None:
 
 
 def claim_version(storage: Storage, base: str, requested: int | None, writer_id: str) -> int:
-    """Reserve a version with a create-only claim object; bump by one while taken."""
+    """Reserve a version with a create-only claim object.
+
+    An explicit version must not exist now. An automatic version must also be higher than every
+    version directory listed once the claim exists: a number that was committed and pruned is
+    never handed out again, however stale the guess that led to it (another process's clock,
+    a walk through numbers others took meanwhile).
+    """
     if requested is not None:
-        if not _try_claim(storage, base, requested, writer_id):
+        if _try_claim(storage, base, requested, writer_id, newest=False) is not None:
             raise VersionConflictError(
                 f"version {requested} already exists or is being published under "
                 f"{storage.uri(base)}; choose another version or omit it"
             )
         return requested
-    existing = [parse_version(n) for n in storage.list_children(base)]
-    candidate = max([int(time.time())] + [v + 1 for v in existing if v is not None])
+    candidate = int(time.time())
     for _ in range(_MAX_BUMPS):
-        if _try_claim(storage, base, candidate, writer_id):
+        retry_at = _try_claim(storage, base, candidate, writer_id, newest=True)
+        if retry_at is None:
             return candidate
-        candidate += 1
+        candidate = retry_at
     raise VersionConflictError(f"no free version found near {candidate} under {storage.uri(base)}")
 
 
-def _try_claim(storage: Storage, base: str, version: int, writer_id: str) -> bool:
+def _try_claim(
+    storage: Storage, base: str, version: int, writer_id: str, *, newest: bool
+) -> int | None:
+    """Claim ``version``: None when it is ours now, else the next candidate to try.
+
+    The listing that decides comes after the claim exists, so any version committed before the
+    claim (and any kept one above it) is seen. With ``newest`` the version must top them all.
+    """
     claim, mine = claim_path(base, version), writer_id.encode()
     if not storage.create_exclusive(claim, mine) and storage.read_bytes(claim, 256) != mine:
-        return False  # another writer's claim (ours, when a retried create lost its answer)
-    if storage.read_bytes(marker_path(base, version), 0) is None and not storage.list_tree(
-        version_dir(base, version)
-    ):
-        return True
-    storage.delete_one(claim)  # the version exists (claims are removed after commit)
-    return False
+        return version + 1  # another writer's claim (ours, when a retried create lost its answer)
+    committed = storage.read_bytes(marker_path(base, version), 0) is not None  # a read decides
+    listed = {v for v in map(parse_version, storage.list_children(base)) if v is not None}
+    highest = max(listed, default=-1)
+    if not committed and version not in listed and not (newest and highest > version):
+        return None
+    storage.delete_one(claim)  # the version exists, or a newer one does (claims go after commit)
+    return max(version, highest) + 1
 
 
 def _cleanup(plan: Plan) -> None:

@@ -161,22 +161,42 @@ def _delete_exports(storage: Storage, base: str, listing: BaseListing, doomed: l
             markers.append(marker_path(base, version))
     for phase in (markers, models, rest):
         storage.delete(phase)
-    leftovers = _still_there(storage, base, doomed)  # a later listing still shows: delete again
-    if leftovers:
+    leftovers = _still_there(storage, base, doomed, skip_republished=True)
+    if leftovers:  # a lagging listing hid them the first time: delete again
         storage.delete(leftovers)
     for version in doomed:
         storage.remove_empty_dirs(version_dir(base, version))
 
 
-def _still_there(storage: Storage, base: str, versions: list[int]) -> list[str]:
-    """Objects of ``versions`` that one fresh listing of the base still shows."""
-    wanted = set(versions)
-    listed = list_base(storage, base).versions
+def _still_there(
+    storage: Storage, base: str, versions: list[int], *, skip_republished: bool = False
+) -> list[str]:
+    """Objects of ``versions`` that one fresh listing of the base still shows. With
+    ``skip_republished``, leave out a version that someone is publishing again (under an
+    explicit number): the listing shows its claim, staging uploads or a new marker."""
+    listing = list_base(storage, base)
+    wanted = set(versions) & set(listing.versions)
+    if skip_republished:
+        wanted -= _staged_versions(listing) | set(listing.marked())
     return [
         join(version_dir(base, v), relpath)
-        for v in sorted(wanted & set(listed))
-        for relpath in listed[v]
+        for v in sorted(wanted)
+        for relpath in listing.versions[v]
     ]
+
+
+def _staged_versions(listing: BaseListing) -> set[int]:
+    """Versions that a claim or staging upload in the listing names (publishes in flight)."""
+    found = {_staged_version(entry.relpath) for entry in listing.others}
+    return {v for v in found if v is not None}
+
+
+def _staged_version(relpath: str) -> int | None:
+    """The version a claim or staging upload (``<staging>/<v>.claim``, ``<staging>/<v>-…``)
+    is for; None for anything else."""
+    head, _, rest = relpath.partition("/")
+    match = _STAGED_NAME.match(rest.split("/", 1)[0]) if head == STAGING_DIRNAME else None
+    return int(match.group(1)) if match else None
 
 
 def _find_orphans(
@@ -193,11 +213,8 @@ def _find_orphans(
     for entry in listing.others:
         head, _, rest = entry.relpath.partition("/")
         path = join(base, entry.relpath)
-        if head == STAGING_DIRNAME and rest:
-            match = _STAGED_NAME.match(rest.split("/", 1)[0])
-            if not match:
-                continue
-            version = int(match.group(1))
+        version = _staged_version(entry.relpath)
+        if version is not None:
             staged_versions.add(version)
             group = groups.setdefault(
                 str(version), _Orphan(storage.uri(version_dir(base, version)))

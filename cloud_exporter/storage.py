@@ -32,7 +32,9 @@ TRANSFER_CHUNK = 8 << 20  # multipart part size; files up to this size go in one
 GCS_RESUMABLE_CHUNK = 32 << 20  # gcsfs sends a resumable upload's chunks one at a time
 PARTS_IN_FLIGHT = 4  # concurrent parts of the one large upload allowed at a time (s3fs)
 DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1000 keys per request
-_MEMORY_CREATE_LOCK = threading.Lock()  # memory:// lives in this process: a lock makes it exclusive
+# memory:// lives in this process: a lock makes its creates exclusive (reentrant, so that a test
+# hook may publish from inside a create).
+_MEMORY_CREATE_LOCK = threading.RLock()
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Against the moto S3 server and fake-gcs-server: 8 processes each publish 10 exports with
 ``keep=3`` while 2 more processes prune (``keep=3``) in a loop. On local disk: 2 processes race,
-each publishing 5 exports with ``keep=3``. No process may raise; every version is distinct; at
+each publishing 5 exports with ``keep=3``. No process may raise; every version is distinct and each
+publisher's versions only go up (no number is handed out twice); at
 the end (after a last prune) exactly the 3 newest remain, verify deeply, hold what their
 publisher wrote, and nothing else is left.
 
@@ -114,7 +115,8 @@ def run_processes(jobs: list[Job]) -> Outcome:
     assert not errors, "\n".join(errors)
     published: dict[int, tuple[int, int]] = {}
     for role, index, outcome, _ in reports:
-        if role == "publisher":
+        if role == "publisher":  # each next claim tops every version listed, its own included
+            assert outcome == sorted(set(outcome)), f"publisher {index} went back: {outcome}"
             for n, version in enumerate(outcome):
                 assert version not in published, f"version {version} published twice"
                 published[version] = (index, n)

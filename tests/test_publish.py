@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from interleave import run_before
 from savedmodels import fake_saved_model, tree, write_object
 
 import cloud_exporter as ce
 from cloud_exporter.layout import MARKER_NAME, STAGING_DIRNAME
+from cloud_exporter.testing import FaultyFileSystem
+
+publish_module = sys.modules["cloud_exporter.publish"]
 
 
 @pytest.fixture
@@ -150,3 +157,32 @@ def test_corrupt_marker_makes_export_invalid_not_a_crash(backend, source):
     assert ce.latest_export(backend.base, filesystem=fs).version == good.version
     with pytest.raises(ce.CorruptExportError, match="not valid JSON"):
         ce.verify_export(backend.base, bad.version, filesystem=fs)
+
+
+@pytest.mark.parametrize("backend", ["memory", "s3", "gcs"], indirect=True)
+def test_pruned_version_number_is_never_handed_out_again(backend, source, tmp_path, monkeypatch):
+    """A publisher whose guess is a number that others committed and pruned meanwhile (a clock
+    behind the others', or a walk past numbers taken) moves above every listed version.
+
+    The other client publishes four exports with keep=3 just before this publisher's claim is
+    created, so the guessed number was committed and deleted by then. (Local disk creates claims
+    with O_EXCL outside fsspec, where this hook cannot interpose; the same code decides there.)
+    """
+    guess = int(time.time()) + 10_000  # ahead of every clock: all publishes here start from it
+    monkeypatch.setattr(publish_module, "time", SimpleNamespace(time=lambda: float(guess)))
+    other = fake_saved_model(tmp_path / "other", seed=2)
+
+    def others_publish_and_prune() -> None:
+        for _ in range(4):
+            ce.publish(other, backend.base, keep=3, filesystem=backend.new_fs())
+
+    assert ce.list_exports(backend.base, filesystem=backend.new_fs()) == []
+    hook = run_before("pipe_file", f"{guess}.claim", others_publish_and_prune)
+    mine = ce.publish(
+        source, backend.base, filesystem=FaultyFileSystem(backend.new_fs(), fail_on=[hook])
+    )
+    assert mine.version == guess + 4  # not `guess`, committed and pruned before the claim
+    listed = [e.version for e in ce.list_exports(backend.base, filesystem=backend.new_fs())]
+    assert listed == [guess + 1, guess + 2, guess + 3, guess + 4]
+    for version in listed:
+        ce.verify_export(backend.base, version, deep=True, filesystem=backend.new_fs())

@@ -6,12 +6,14 @@ import threading
 from pathlib import Path
 
 import pytest
+from interleave import run_before
 from savedmodels import fake_saved_model, write_object
 
 import cloud_exporter as ce
 from cloud_exporter.layout import MARKER_NAME, STAGING_DIRNAME
 from cloud_exporter.marker import ExportInfo, FileRecord
 from cloud_exporter.policies import KeepBest, KeepEveryHours
+from cloud_exporter.testing import FaultyFileSystem
 
 
 @pytest.fixture
@@ -171,3 +173,29 @@ def test_concurrent_prunes_and_publisher(request, name, tmp_path):
         ce.verify_export(backend.base, v, deep=True, filesystem=backend.fs)
     marker_dirs = [p for p in all_objects(backend) if p.endswith(MARKER_NAME)]
     assert len(marker_dirs) == 3
+
+
+def test_second_delete_pass_spares_a_version_being_published_again(backend, source):
+    """prune lists again after its deletes, to catch objects a lagging listing hid. A publisher
+    that re-publishes a doomed number (explicit versions may reuse a deleted one) between the
+    two listings has a claim there: its new files must survive the second pass."""
+    publish_many(backend, source, 4)
+    claim = backend.strip(backend.join(STAGING_DIRNAME, "1.claim"))
+    fresh = backend.strip(backend.join("1", "variables", "variables.index"))
+
+    def republish_version_1() -> None:  # a publisher in flight: its claim, then a first copy
+        fs = backend.new_fs()
+        write_object(fs, claim, b"w-other")
+        write_object(fs, fresh, b"new shard")
+
+    hook = run_before("find", backend.root, republish_version_1, nth=2)
+    report = ce.prune(
+        backend.base, keep=3, filesystem=FaultyFileSystem(backend.new_fs(), fail_on=[hook])
+    )
+    assert report.deleted == [1]
+    fs = backend.new_fs()
+    assert fs.cat_file(fresh) == b"new shard" and fs.cat_file(claim) == b"w-other"
+    assert versions(backend) == [2, 3, 4]
+    report = ce.prune(backend.base, keep=3, filesystem=backend.new_fs())  # default grace
+    assert fs.cat_file(fresh) == b"new shard"
+    assert [name.rsplit("/", 1)[-1] for name in report.orphans_waiting] == ["1"]  # in flight
