@@ -28,7 +28,7 @@ from .workloads import PROFILES, make_tree
 
 PHASES = {
     "cloud_exporter.publish": ("scan_source", "claim_version", "_cleanup"),
-    "cloud_exporter.commit": ("upload_hashed", "write_marker", "sha256_file", "copy_and_hash"),
+    "cloud_exporter.commit": ("upload_hashed", "write_marker", "sha256_file", "copy_file"),
 }
 STORAGE_METHODS = (
     "upload",
@@ -74,7 +74,7 @@ def timeline(spans: Sequence[Span], t0: float, main: int) -> list[str]:
     lines = []
     per_file: dict[str, list[float]] = {}
     for name, start, end, tid in sorted(spans, key=lambda s: s[1]):
-        if tid != main or name in ("sha256_file", "copy_and_hash"):
+        if tid != main or name in ("sha256_file", "copy_file"):
             per_file.setdefault(name, []).append(end - start)
             continue
         lines.append(f"  {name:18s} {start - t0:8.3f} -> {end - t0:8.3f} s  {end - start:8.3f} s")

@@ -26,7 +26,7 @@ from typing import Protocol
 from .errors import CorruptExportError, VersionConflictError
 from .layout import MARKER_NAME, is_saved_model_file, join, marker_path, staging_dir, version_dir
 from .marker import FileRecord, encode_marker, parse_marker
-from .source import SourceFile, copy_and_hash, sha256_file
+from .source import SourceFile, copy_file, sha256_file
 from .storage import Storage
 
 log = logging.getLogger(__name__)
@@ -85,12 +85,11 @@ def split_last(files: list[SourceFile]) -> tuple[list[SourceFile], list[SourceFi
     return [f for f in files if not is_saved_model_file(f.relpath)], last
 
 
-def upload_hashed(plan: Plan, prefix: str, files: list[SourceFile], record: list[str]) -> None:
-    """Upload files below ``prefix`` and hash them (one streaming read each) as separate jobs
-    on one pool, largest first, so that no upload waits for its checksum."""
-
-    def upload(f: SourceFile) -> None:
-        plan.storage.upload([(f.local_path, join(prefix, f.relpath))])
+def transfer_hashed(
+    plan: Plan, files: list[SourceFile], transfer: Callable[[SourceFile], None]
+) -> None:
+    """Transfer each file and hash it (one streaming read) as separate jobs on one pool, largest
+    first, so that no transfer waits for its checksum."""
 
     def digest(f: SourceFile) -> None:
         plan.records[f.relpath] = FileRecord(f.relpath, f.size, sha256_file(f.local_path))
@@ -98,9 +97,18 @@ def upload_hashed(plan: Plan, prefix: str, files: list[SourceFile], record: list
             plan.on_file(f.size)
 
     largest_first = sorted(files, key=lambda f: -f.size)
-    record.extend(join(prefix, f.relpath) for f in largest_first)
-    jobs = [partial(job, f) for f in largest_first for job in (upload, digest)]
+    jobs = [partial(job, f) for f in largest_first for job in (transfer, digest)]
     plan.storage.run_parallel(lambda job: job(), jobs)
+
+
+def upload_hashed(plan: Plan, prefix: str, files: list[SourceFile], record: list[str]) -> None:
+    """Upload files below ``prefix`` (recorded in ``record``), hashing them beside the uploads."""
+    record.extend(join(prefix, f.relpath) for f in sorted(files, key=lambda f: -f.size))
+
+    def upload(f: SourceFile) -> None:
+        plan.storage.upload([(f.local_path, join(prefix, f.relpath))])
+
+    transfer_hashed(plan, files, upload)
 
 
 def write_marker(plan: Plan) -> None:
@@ -171,14 +179,7 @@ class LocalRename:
         build = plan.staging
         for f in plan.files:
             os.makedirs(os.path.dirname(os.path.join(build, f.relpath)), exist_ok=True)
-
-        def copy_one(f: SourceFile) -> None:
-            digest = copy_and_hash(f.local_path, os.path.join(build, f.relpath))
-            plan.records[f.relpath] = FileRecord(f.relpath, f.size, digest)
-            if plan.on_file is not None:
-                plan.on_file(f.size)
-
-        plan.storage.run_parallel(copy_one, plan.files)
+        transfer_hashed(plan, plan.files, lambda f: copy_file(f, os.path.join(build, f.relpath)))
         with open(os.path.join(build, MARKER_NAME), "wb") as out:
             out.write(plan.marker_bytes())
         try:

@@ -101,7 +101,7 @@ def claim_version(storage: Storage, base: str, requested: int | None, writer_id:
                 f"{storage.uri(base)}; choose another version or omit it"
             )
         return requested
-    candidate = int(time.time())
+    candidate = max(int(time.time()), _highest_version(storage, base) + 1)  # the first guess
     for _ in range(_MAX_BUMPS):
         retry_at = _try_claim(storage, base, candidate, writer_id, newest=True)
         if retry_at is None:
@@ -122,12 +122,21 @@ def _try_claim(
     if not storage.create_exclusive(claim, mine) and storage.read_bytes(claim, 256) != mine:
         return version + 1  # another writer's claim (ours, when a retried create lost its answer)
     committed = storage.read_bytes(marker_path(base, version), 0) is not None  # a read decides
-    listed = {v for v in map(parse_version, storage.list_children(base)) if v is not None}
+    listed = _listed_versions(storage, base)
     highest = max(listed, default=-1)
     if not committed and version not in listed and not (newest and highest > version):
         return None
     storage.delete_one(claim)  # the version exists, or a newer one does (claims go after commit)
     return max(version, highest) + 1
+
+
+def _listed_versions(storage: Storage, base: str) -> set[int]:
+    """Version directory names directly below ``base``, from a fresh listing."""
+    return {v for v in map(parse_version, storage.list_children(base)) if v is not None}
+
+
+def _highest_version(storage: Storage, base: str) -> int:
+    return max(_listed_versions(storage, base), default=-1)
 
 
 def _cleanup(plan: Plan) -> None:
@@ -150,5 +159,6 @@ def _abort(plan: Plan) -> None:
             storage.remove_local_tree(plan.staging)
         storage.delete([*plan.placed, *plan.staged])
         storage.delete_one(claim_path(plan.base, plan.version))  # last: it marks them as ours
+        storage.remove_dir_if_empty(staging_root(plan.base))  # local disk: no litter
     except BaseException as exc:
         log.warning("could not clean up after a failed publish (%s); prune removes it later", exc)

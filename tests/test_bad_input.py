@@ -13,6 +13,7 @@ import pytest
 from savedmodels import fake_saved_model, write_object
 
 import cloud_exporter as ce
+from cloud_exporter import source as commit_source
 from cloud_exporter.layout import MARKER_NAME
 
 
@@ -239,3 +240,24 @@ def test_hostile_marker_is_invalid_and_touches_nothing_outside(name, backend, tm
     assert 5 in report.skipped and report.deleted == []
     assert backend.new_fs().cat_file(victim) == b"victim"
     assert backend.new_fs().exists(backend.strip(backend.join("5", "saved_model.pb")))
+
+
+def test_a_source_file_that_grows_during_a_local_publish_is_refused(tmp_path, monkeypatch):
+    """The local copy checks each copied file against the size validated at the start: a file
+    that a still-running process appends to between the check and the copy is refused, and no
+    version appears (the build directory is never renamed into place)."""
+    src = model(tmp_path)
+    base = tmp_path / "exports"
+    real_copyfile = commit_source.shutil.copyfile
+
+    def copy_while_growing(a: str, b: str) -> Any:
+        if a.endswith("variables.index"):
+            with open(a, "ab") as grow:
+                grow.write(b"appended by a writer still running")
+        return real_copyfile(a, b)
+
+    monkeypatch.setattr(commit_source.shutil, "copyfile", copy_while_growing)
+    with pytest.raises(ce.InvalidSourceError, match="variables.index.*changed while"):
+        ce.publish(src, str(base))
+    assert ce.list_exports(str(base)) == []
+    assert sorted(p.name for p in base.iterdir()) == []  # no version, no staging left

@@ -110,7 +110,7 @@ class ModuleProxy(types.SimpleNamespace):
 
 
 _ORIGINALS = {
-    "copy": commit.copy_and_hash,
+    "copy": commit.copy_file,
     "create": storage._local_create_exclusive,
 }
 
@@ -128,7 +128,7 @@ def local_crash_points(monkeypatch: pytest.MonkeyPatch) -> Callable[[FaultyFileS
 
         makedirs, rename = point("makedirs", os.makedirs), point("rename", os.rename)
         monkeypatch.setattr(commit, "os", ModuleProxy(os, makedirs=makedirs, rename=rename))
-        monkeypatch.setattr(commit, "copy_and_hash", point("copy", _ORIGINALS["copy"]))
+        monkeypatch.setattr(commit, "copy_file", point("copy", _ORIGINALS["copy"]))
         monkeypatch.setattr(commit, "open", point("marker write", builtins.open), raising=False)
         monkeypatch.setattr(
             storage, "_local_create_exclusive", point("create", _ORIGINALS["create"])
