@@ -257,7 +257,7 @@ def test_a_source_file_that_grows_during_a_local_publish_is_refused(tmp_path, mo
         return real_copyfile(a, b)
 
     monkeypatch.setattr(commit_source.shutil, "copyfile", copy_while_growing)
-    with pytest.raises(ce.InvalidSourceError, match="variables.index.*changed while"):
+    with pytest.raises(ce.InvalidSourceError, match=r"variables\.index.*changed while"):
         ce.publish(src, str(base))
     assert ce.list_exports(str(base)) == []
     assert sorted(p.name for p in base.iterdir()) == []  # no version, no staging left
