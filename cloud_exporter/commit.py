@@ -103,7 +103,7 @@ def transfer_hashed(
 
 def upload_hashed(plan: Plan, prefix: str, files: list[SourceFile], record: list[str]) -> None:
     """Upload files below ``prefix`` (recorded in ``record``), hashing them beside the uploads."""
-    record.extend(join(prefix, f.relpath) for f in sorted(files, key=lambda f: -f.size))
+    record.extend(join(prefix, f.relpath) for f in files)
 
     def upload(f: SourceFile) -> None:
         plan.storage.upload([(f.local_path, join(prefix, f.relpath))])

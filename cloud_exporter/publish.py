@@ -101,7 +101,8 @@ def claim_version(storage: Storage, base: str, requested: int | None, writer_id:
                 f"{storage.uri(base)}; choose another version or omit it"
             )
         return requested
-    candidate = max(int(time.time()), _highest_version(storage, base) + 1)  # the first guess
+    first_guess = max(_listed_versions(storage, base), default=-1) + 1
+    candidate = max(int(time.time()), first_guess)
     for _ in range(_MAX_BUMPS):
         retry_at = _try_claim(storage, base, candidate, writer_id, newest=True)
         if retry_at is None:
@@ -133,10 +134,6 @@ def _try_claim(
 def _listed_versions(storage: Storage, base: str) -> set[int]:
     """Version directory names directly below ``base``, from a fresh listing."""
     return {v for v in map(parse_version, storage.list_children(base)) if v is not None}
-
-
-def _highest_version(storage: Storage, base: str) -> int:
-    return max(_listed_versions(storage, base), default=-1)
 
 
 def _cleanup(plan: Plan) -> None:

@@ -13,7 +13,7 @@ import pytest
 from savedmodels import fake_saved_model, write_object
 
 import cloud_exporter as ce
-from cloud_exporter import source as commit_source
+from cloud_exporter import source as source_module
 from cloud_exporter.layout import MARKER_NAME
 
 
@@ -248,7 +248,7 @@ def test_a_source_file_that_grows_during_a_local_publish_is_refused(tmp_path, mo
     version appears (the build directory is never renamed into place)."""
     src = model(tmp_path)
     base = tmp_path / "exports"
-    real_copyfile = commit_source.shutil.copyfile
+    real_copyfile = source_module.shutil.copyfile
 
     def copy_while_growing(a: str, b: str) -> Any:
         if a.endswith("variables.index"):
@@ -256,7 +256,7 @@ def test_a_source_file_that_grows_during_a_local_publish_is_refused(tmp_path, mo
                 grow.write(b"appended by a writer still running")
         return real_copyfile(a, b)
 
-    monkeypatch.setattr(commit_source.shutil, "copyfile", copy_while_growing)
+    monkeypatch.setattr(source_module.shutil, "copyfile", copy_while_growing)
     with pytest.raises(ce.InvalidSourceError, match=r"variables\.index.*changed while"):
         ce.publish(src, str(base))
     assert ce.list_exports(str(base)) == []
