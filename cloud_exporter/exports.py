@@ -154,6 +154,8 @@ def verify_export(
     if not problems and deep:
         problems = _checksum_problems(storage, root, info)
     if problems:
+        if storage.read_bytes(marker_path(root, version), 0) is None:
+            read_export(storage, root, version)  # pruned meanwhile: ExportNotFoundError
         raise CorruptExportError(
             f"export {info.uri} is not intact: {'; '.join(problems[:10])}; publish it again or "
             "delete it with 'cloud-exporter prune'"
@@ -166,9 +168,13 @@ def _checksum_problems(storage: Storage, base: str, info: ExportInfo) -> list[st
 
     def check(record: Any) -> None:
         digest = hashlib.sha256()
-        with storage.open_read(f"{version_dir(base, info.version)}/{record.path}") as f:
-            while chunk := f.read(CHUNK):
-                digest.update(chunk)
+        try:
+            with storage.open_read(f"{version_dir(base, info.version)}/{record.path}") as f:
+                while chunk := f.read(CHUNK):
+                    digest.update(chunk)
+        except FileNotFoundError:
+            problems.append(f"missing {record.path}")
+            return
         if digest.hexdigest() != record.sha256:
             problems.append(f"{record.path} checksum mismatch")
 
