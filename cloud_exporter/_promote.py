@@ -239,8 +239,13 @@ def _take_note(storage: Storage, dst: str, info: ExportInfo, stale_seconds: floa
     for _ in range(2):
         if storage.create_exclusive(path, note):
             return note
-        # Age by the store's clock: the note's own time against a probe written just now.
-        started = storage.mtime_of(path)
+        # A note that does not parse is not a live promotion's (notes are written whole).
+        # Otherwise age it by the store's clock: its modification time against a probe's.
+        try:
+            valid = "started" in load_json(storage.read_bytes(path, 1 << 16) or b"", 1 << 16)
+        except (ValueError, TypeError):
+            valid = False
+        started = storage.mtime_of(path) if valid else None
         if started is not None and storage.store_now(dst) - started < stale_seconds:
             raise VersionConflictError(
                 f"{storage.uri(dst)} is being promoted into since {started:.0f} (Unix time, "

@@ -199,3 +199,17 @@ def test_second_delete_pass_spares_a_version_being_published_again(backend, sour
     report = ce.prune(backend.base, keep=3, filesystem=backend.new_fs())  # default grace
     assert fs.cat_file(fresh) == b"new shard"
     assert [name.rsplit("/", 1)[-1] for name in report.orphans_waiting] == ["1"]  # in flight
+
+
+def test_a_clean_prune_leaves_nothing_for_the_next_to_report(backend, source):
+    """A finished prune removes its own journal and clock probe: the next prune, dry or real,
+    reports no orphan (a journal it finds always means a prune stopped half way)."""
+    publish_many(backend, source, 3)
+    first = ce.prune(backend.base, keep=1, grace_seconds=0, storage_options=backend.storage_options)
+    assert len(first.deleted) == 2
+    assert not [p for p in all_objects(backend) if STAGING_DIRNAME in p]
+    for dry_run in (True, False):
+        again = ce.prune(
+            backend.base, keep=1, dry_run=dry_run, storage_options=backend.storage_options
+        )
+        assert (again.deleted, again.orphans_removed, again.orphans_waiting) == ([], [], [])
