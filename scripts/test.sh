@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up the venvs, then run every check and print a summary; exit non-zero if any step failed.
 #
-#   ruff              ruff check on the source folders that exist (main venv)
+#   ruff              ruff check and ruff format --check on the source folders (main venv)
 #   pytest-main       pytest tests --ignore=tests/estimator (main venv)
 #   pytest-estimator  pytest tests/estimator (estimator venv), when that folder exists
 #   checkov           checkov -d terraform, offline (checkov venv), when terraform/ exists
@@ -68,7 +68,8 @@ ruff_targets() {
 run_ruff() {
     local targets
     mapfile -t targets < <(ruff_targets)
-    "$VENV_ROOT/main/bin/ruff" check "${targets[@]}"
+    "$VENV_ROOT/main/bin/ruff" check "${targets[@]}" &&
+        "$VENV_ROOT/main/bin/ruff" format --check "${targets[@]}"
 }
 
 run_pytest_main() {
