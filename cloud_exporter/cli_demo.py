@@ -6,10 +6,12 @@ It imports TensorFlow (only here, not at package import).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
+import warnings
 
-from .cli_format import format_table
+from .cli_format import format_table, terminal_width
 from .exports import list_exports, verify_export
 from .publish import publish
 
@@ -41,9 +43,29 @@ def predict(export_uri: str, x: float) -> float:
     return float(out["y"].numpy()[0])
 
 
-def run_demo(base: str, count: int = 4, keep: int = 3, as_json: bool = False) -> int:
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's C++ log lines, absl warnings and Python deprecation warnings out."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # its startup notice is a log line
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="tensorflow|keras|absl")
+    for name in ("tensorflow", "absl", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:
+        pass
+
+
+def run_demo(
+    base: str, count: int = 4, keep: int = 3, as_json: bool = False, verbose: bool = False
+) -> int:
     """Publish ``count`` versions to ``base`` keeping ``keep``; print the table; verify all."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not verbose:
+        quiet_tensorflow()
     with tempfile.TemporaryDirectory(prefix="cloud-exporter-demo-") as tmp:
         notes = os.path.join(tmp, "notes.txt")
         with open(notes, "w") as f:
@@ -69,7 +91,7 @@ def run_demo(base: str, count: int = 4, keep: int = 3, as_json: bool = False) ->
         print(json.dumps(doc, indent=2))
         return 0
     print()
-    print(format_table(verified))
+    print(format_table(verified, terminal_width()))
     print()
     print(f"verified {len(verified)} exports (sizes and SHA-256 checksums)")
     print(f"latest {latest.version} loaded with TensorFlow: y(2.0) = {y:g}")
