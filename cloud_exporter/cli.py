@@ -161,7 +161,12 @@ def _parser() -> argparse.ArgumentParser:
     _global_options(parser, prefix="g_")
     common = argparse.ArgumentParser(add_help=False)
     _global_options(common)
-    sub = parser.add_subparsers(required=True, metavar="COMMAND", title="commands")
+    sub = parser.add_subparsers(
+        required=True,
+        metavar="COMMAND",
+        title="commands",
+        help="one of these; 'cloud-exporter COMMAND --help' shows its options",
+    )
     for register in SUBCOMMANDS:
         register(sub, common)
     return parser

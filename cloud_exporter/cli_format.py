@@ -118,6 +118,7 @@ class Progress:
         self._drawn = False
         self._ticker = threading.Thread(target=self._tick, daemon=True)
         self._ticker.start()
+        self._draw()
 
     def update(self, n: int) -> None:
         with self._lock:
@@ -130,13 +131,12 @@ class Progress:
 
     def _line(self) -> str:
         elapsed = time.monotonic() - self._start
-        rate = f"{human_size(int(self.done / elapsed))}/s" if elapsed > 0 else ""
-        if self.total:
-            pct = min(100, self.done * 100 // self.total)
-            done = f"{pct:3d}% {human_size(self.done)} / {human_size(self.total)}"
-        else:
-            done = human_size(self.done) if self.total is not None else "working"
-        return f"{self.label}: {done}  {rate}  {elapsed:.1f} s"
+        if self.total is None:  # nothing to count: show that it is alive
+            return f"{self.label}: working  {elapsed:.1f} s"
+        rate = human_size(int(self.done / elapsed)) if elapsed > 0 else "0 B"
+        pct = min(100, self.done * 100 // self.total) if self.total else 100
+        done = f"{pct:3d}% {human_size(self.done)} / {human_size(self.total)}"
+        return f"{self.label}: {done}  {rate}/s  {elapsed:.1f} s"
 
     def _draw(self) -> None:
         if time.monotonic() - self._start < self._delay:
