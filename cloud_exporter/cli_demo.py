@@ -8,10 +8,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 
 from .cli_format import format_table, terminal_width
+from .errors import CloudExporterError
 from .exports import list_exports, verify_export
 from .publish import publish
 
@@ -43,8 +46,13 @@ def predict(export_uri: str, x: float) -> float:
     return float(out["y"].numpy()[0])
 
 
-def quiet_tensorflow() -> None:
-    """Keep TensorFlow's C++ log lines, absl warnings and Python deprecation warnings out."""
+def quiet_tensorflow(argv: Sequence[str] | None = None) -> None:
+    """Keep TensorFlow's C++ log lines, absl warnings and Python deprecation warnings out.
+
+    Call it before TensorFlow is imported. Does nothing when ``argv`` has ``--verbose``/``-v``.
+    """
+    if argv is not None and ({"--verbose", "-v"} & set(argv)):
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # its startup notice is a log line
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -58,6 +66,24 @@ def quiet_tensorflow() -> None:
         absl_logging.set_verbosity(absl_logging.ERROR)
     except ImportError:
         pass
+
+
+def run_main(main: Callable[[], int], argv: Sequence[str] | None = None) -> int:
+    """Run a script's ``main``: an error ends in one ``error: ...`` line and the CLI's exit code.
+
+    ``--verbose``/``-v`` in ``argv`` (default ``sys.argv``) adds INFO logs and tracebacks.
+    """
+    from .cli import EXIT_CODES
+
+    verbose = bool({"--verbose", "-v"} & set(sys.argv if argv is None else argv))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    try:
+        return main()
+    except CloudExporterError as exc:
+        if verbose:
+            logging.getLogger("cloud_exporter.cli").exception("failed")
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return next(code for kind, code in EXIT_CODES if isinstance(exc, kind))
 
 
 def run_demo(
