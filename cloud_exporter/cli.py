@@ -19,10 +19,15 @@ from typing import Any
 
 from . import __version__
 from .cli_format import (
+    HOURS,
+    POSITIVE,
+    SECONDS,
+    VERSION,
     Progress,
     format_report,
     format_table,
     format_verify,
+    nested,
     terminal_width,
     wants_progress,
 )
@@ -179,25 +184,6 @@ def _base(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _number(kind: type, low: float, what: str) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if not value >= low:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
-        return value
-
-    return parse
-
-
-POSITIVE = _number(int, 1, "a whole number >= 1")
-VERSION = _number(int, 0, "a version number (a whole number >= 0)")
-HOURS = _number(float, 1e-9, "a number of hours > 0")
-SECONDS = _number(float, 0, "a number of seconds >= 0")
-
-
 def _register_publish(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "publish", parents=[common], help="publish a SavedModel directory as a new version",
@@ -319,38 +305,6 @@ SUBCOMMANDS: tuple[Callable[[Any, argparse.ArgumentParser], None], ...] = (
 def storage_options(pairs: list[str]) -> dict[str, Any] | None:
     """Parse KEY=VALUE options; values are JSON when they parse, dotted keys nest."""
     return nested(pairs, "-o") or None
-
-
-def nested(pairs: list[str], flag: str) -> dict[str, Any]:
-    """KEY=VALUE pairs as a dict; dotted keys nest (a.b=1 -> {"a": {"b": 1}})."""
-    out: dict[str, Any] = {}
-    for key, value in _pairs(pairs, flag):
-        target = out
-        *parents, leaf = key.split(".")
-        if "" in parents or not leaf:
-            raise InvalidArgumentError(f"{flag} {key!r}: empty part in a dotted key")
-        for part in parents:
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise InvalidArgumentError(f"{flag} {key!r}: {part!r} is already set to a value")
-        if isinstance(target.get(leaf), dict):
-            raise InvalidArgumentError(f"{flag} {key!r}: already holds nested keys")
-        target[leaf] = value
-    return out
-
-
-def _pairs(pairs: list[str], flag: str) -> list[tuple[str, Any]]:
-    parsed = []
-    for item in pairs:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise InvalidArgumentError(f"{flag} {item!r} must look like KEY=VALUE")
-        try:
-            value: Any = json.loads(raw)
-        except ValueError:
-            value = raw
-        parsed.append((key, value))
-    return parsed
 
 
 @contextlib.contextmanager

@@ -1,16 +1,18 @@
-"""Text rendering for the CLI: aligned tables, human sizes, prune reports, a progress line."""
+"""Text in and out for the CLI: option values, aligned tables, human sizes, a progress line."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from .errors import InvalidArgumentError
 from .marker import ExportInfo
 from .retention import PruneReport
 
@@ -18,6 +20,57 @@ _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 # retention.py's wording for a version directory without a marker, and what the CLI says instead.
 _UNMARKED = "unmarked directory not written by cloud_exporter: left alone"
 _UNMARKED_CLI = "no marker (never committed, or its marker was deleted): left alone"
+
+
+def _number(kind: type, low: float, what: str) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not value >= low:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    return parse
+
+
+POSITIVE = _number(int, 1, "a whole number >= 1")
+VERSION = _number(int, 0, "a version number (a whole number >= 0)")
+HOURS = _number(float, 1e-9, "a number of hours > 0")
+SECONDS = _number(float, 0, "a number of seconds >= 0")
+
+
+def nested(pairs: list[str], flag: str) -> dict[str, Any]:
+    """KEY=VALUE pairs as a dict; dotted keys nest (a.b=1 -> {"a": {"b": 1}})."""
+    out: dict[str, Any] = {}
+    for key, value in _pairs(pairs, flag):
+        target = out
+        *parents, leaf = key.split(".")
+        if "" in parents or not leaf:
+            raise InvalidArgumentError(f"{flag} {key!r}: empty part in a dotted key")
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise InvalidArgumentError(f"{flag} {key!r}: {part!r} is already set to a value")
+        if isinstance(target.get(leaf), dict):
+            raise InvalidArgumentError(f"{flag} {key!r}: already holds nested keys")
+        target[leaf] = value
+    return out
+
+
+def _pairs(pairs: list[str], flag: str) -> list[tuple[str, Any]]:
+    parsed = []
+    for item in pairs:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise InvalidArgumentError(f"{flag} {item!r} must look like KEY=VALUE")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        parsed.append((key, value))
+    return parsed
 
 
 def human_size(n: int) -> str:
