@@ -99,7 +99,8 @@ def _cli_error(exc: Exception, args: argparse.Namespace) -> Exception:
     """Library errors in CLI words: flags instead of Python parameters."""
     if isinstance(exc, TypeError) and args.storage_option:
         found = re.search(r"unexpected keyword argument '([^']+)'", str(exc))
-        if found:
+        given = {item.partition("=")[0].split(".")[0] for item in args.storage_option}
+        if found and found.group(1) in given:
             return InvalidArgumentError(
                 f"-o {found.group(1)}: not an option of this storage backend; see its fsspec "
                 "documentation for the options it takes"

@@ -143,7 +143,8 @@ def format_report(report: PruneReport) -> str:
     dry = report.dry_run
     rows: list[tuple[str, str, str]] = [("ACTION", "WHAT", "WHY")]
     rows += [("kept", str(v), ", ".join(why)) for v, why in sorted(report.kept.items())]
-    rows += [("would delete" if dry else "deleted", str(v), "") for v in report.deleted]
+    gone = "would delete" if dry else "deleted"
+    rows += [(gone, str(v), "no --keep option keeps it") for v in report.deleted]
     rows += [("skipped", str(v), skipped_reason(w)) for v, w in sorted(report.skipped.items())]
     verb = "would remove" if dry else "removed"
     rows += [(verb, o, "leftover of an interrupted run") for o in report.orphans_removed]

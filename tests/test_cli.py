@@ -91,7 +91,7 @@ def test_publish_list_latest_verify_prune(backend, source, tmp_path):
     gc = cli("gc", backend.base, "--keep", "1", *opts)
     assert gc.returncode == 0
     rows = [line.split() for line in gc.stdout.splitlines()]
-    assert ["deleted", str(published[0])] in rows
+    assert ["deleted", str(published[0]), "no", "--keep", "option", "keeps", "it"] in rows
     assert ["kept", str(published[2]), "newest", "1"] in rows
     assert [
         e.version for e in ce.list_exports(backend.base, filesystem=backend.new_fs())
