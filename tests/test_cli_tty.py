@@ -18,7 +18,7 @@ import pytest
 from savedmodels import fake_saved_model
 
 from cloud_exporter import cli
-from cloud_exporter.cli_format import human_size
+from cloud_exporter.cli_format import Progress, human_size
 
 CLEAR = "\r\x1b[K"
 
@@ -170,3 +170,17 @@ def test_global_options_work_before_or_after_the_command(tmp_path, source):
     args = cli._parser().parse_args(["-o", "a.b=1", "list", base, "-o", "c=2"])
     cli._merge_globals(args)
     assert cli.storage_options(args.storage_option) == {"a": {"b": 1}, "c": 2}
+
+
+def test_a_delayed_display_appears_only_for_long_work_and_is_erased():
+    import io
+
+    quick = io.StringIO()
+    with Progress("prune", None, stream=quick, delay=0.5):
+        pass
+    assert quick.getvalue() == ""  # done before the delay: nothing drawn, nothing to erase
+    slow = io.StringIO()
+    with Progress("prune", None, stream=slow, delay=0.2):
+        time.sleep(0.7)
+    assert "prune: working" in slow.getvalue()
+    assert slow.getvalue().endswith(CLEAR)
