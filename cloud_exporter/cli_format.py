@@ -18,8 +18,6 @@ from .retention import PruneReport
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 # retention.py's wording for a version directory without a marker, and what the CLI says instead.
-_UNMARKED = "unmarked directory not written by cloud_exporter: left alone"
-_UNMARKED_CLI = "no marker (never committed, or its marker was deleted): left alone"
 
 
 def _number(kind: type, low: float, what: str) -> Callable[[str], Any]:
@@ -134,10 +132,6 @@ def format_verify(results: Sequence[dict[str, Any]], width: int | None = None) -
     return table(rows, width)
 
 
-def skipped_reason(reason: str) -> str:
-    return _UNMARKED_CLI if reason == _UNMARKED else reason
-
-
 def format_report(report: PruneReport) -> str:
     """A prune report as an aligned table, one row per version or leftover."""
     dry = report.dry_run
@@ -145,7 +139,7 @@ def format_report(report: PruneReport) -> str:
     rows += [("kept", str(v), ", ".join(why)) for v, why in sorted(report.kept.items())]
     gone = "would delete" if dry else "deleted"
     rows += [(gone, str(v), "no --keep option keeps it") for v in report.deleted]
-    rows += [("skipped", str(v), skipped_reason(w)) for v, w in sorted(report.skipped.items())]
+    rows += [("skipped", str(v), w) for v, w in sorted(report.skipped.items())]
     verb = "would remove" if dry else "removed"
     rows += [(verb, o, "leftover of an interrupted run") for o in report.orphans_removed]
     rows += [

@@ -54,6 +54,7 @@ _STAGED_NAME = re.compile(r"^(0|[1-9][0-9]{0,18})(?:\.claim$|-)")
 _JOURNAL_NAME = re.compile(r"^prune-[0-9]+-[0-9a-f]+\.json$")
 _JOURNAL_FORMAT = "cloud-exporter-prune-journal"
 _MAX_JOURNAL_BYTES = 1 << 20
+UNMARKED_REASON = "no marker (never committed, or its marker was deleted): left alone"
 
 
 @dataclass
@@ -140,7 +141,7 @@ def prune(
     ours = {_version_of(o.name) for o in orphans}
     for version, files in listing.versions.items():
         if MARKER_NAME not in files and version not in ours:
-            report.skipped[version] = "unmarked directory not written by cloud_exporter: left alone"
+            report.skipped[version] = UNMARKED_REASON
     if dry_run:
         return report
     try:

@@ -300,8 +300,22 @@ class Storage:
         self.run_parallel(one, sorted(pairs, key=lambda p: -os.path.getsize(p[0])))
 
     def copy(self, pairs: Sequence[tuple[str, str]]) -> None:
-        """Server-side copy of ``(src, dst)`` pairs, concurrently (no bytes through the client)."""
-        self.run_parallel(lambda p: self._write("copy", p[1], self.fs.cp_file, p[0], p[1]), pairs)
+        """Server-side copy of ``(src, dst)`` pairs, concurrently (no bytes through the client).
+
+        s3fs takes the source's size from its listings cache when it has one; another thread
+        sharing the instance may have cached a listing from before the source was written. A
+        not-found answer therefore drops that cache and tries again before it counts."""
+
+        def one(pair: tuple[str, str]) -> None:
+            for _ in range(2):
+                try:
+                    self._call("copy", pair[1], self.fs.cp_file, *pair)
+                    return
+                except FileNotFoundError:
+                    self.forget(pair[0])
+            self._write("copy", pair[1], self.fs.cp_file, *pair)
+
+        self.run_parallel(one, pairs)
 
     def run_parallel(self, fn: Callable[[T], Any], items: Sequence[T]) -> None:
         """Apply ``fn`` to each item on <= ``concurrency`` threads; re-raise the first error."""

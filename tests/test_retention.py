@@ -13,6 +13,7 @@ import cloud_exporter as ce
 from cloud_exporter.layout import MARKER_NAME, STAGING_DIRNAME
 from cloud_exporter.marker import ExportInfo, FileRecord
 from cloud_exporter.policies import KeepBest, KeepEveryHours
+from cloud_exporter.retention import UNMARKED_REASON
 from cloud_exporter.testing import FaultyFileSystem
 
 
@@ -110,7 +111,7 @@ def test_orphans_removed_only_after_grace(backend, source):
     young = ce.prune(backend.base, keep=5, grace_seconds=3600, filesystem=backend.fs)
     assert young.orphans_removed == []
     assert len(young.orphans_waiting) == 2
-    assert young.skipped == {77: "unmarked directory not written by cloud_exporter: left alone"}
+    assert young.skipped == {77: UNMARKED_REASON}
     old = ce.prune(backend.base, keep=5, grace_seconds=0, filesystem=backend.fs)
     assert sorted(old.orphans_removed) == sorted(young.orphans_waiting)
     remaining = [p[len(backend.root) + 1 :] for p in all_objects(backend)]
