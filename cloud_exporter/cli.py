@@ -120,6 +120,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=4)
     p.add_argument("--keep", type=int, default=3)
     p.set_defaults(run=_cmd_demo)
+
+    from .cli_adopt import register as register_adopt
+
+    register_adopt(sub, common)
     return parser
 
 
