@@ -20,8 +20,9 @@ try:
     _StockExporter = tf.estimator.Exporter
 except (ImportError, AttributeError) as _exc:  # TF >= 2.16 has no tf.estimator
     raise ImportError(
-        "cloud_exporter.estimator needs TensorFlow <= 2.15 with tensorflow-estimator "
-        "(tf.estimator was removed in TF 2.16); with Keras use cloud_exporter.keras"
+        "cloud_exporter.estimator needs TensorFlow 2.15 with tensorflow-estimator (tf.estimator "
+        "was removed in TF 2.16): pip install tensorflow-cpu==2.15.1 tensorflow-estimator==2.15.0 "
+        "'cloud-exporter[gcs,s3,estimator]'; with Keras 3 use cloud_exporter.keras"
     ) from _exc
 
 from ._stock_compat import collect_stock_exports, fetch_assets
