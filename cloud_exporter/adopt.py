@@ -84,6 +84,9 @@ def adopt(
     retry: RetryPolicy = DEFAULT_RETRY,
 ) -> AdoptReport:
     """As :func:`adopt_exports`, returning the full report (refusals with their reasons)."""
+    if filesystem is None:  # an instance of our own: our listings must not fill the listing
+        # cache of a shared instance that a publish in this process reads sizes from
+        storage_options = {**(storage_options or {}), "skip_instance_cache": True}
     fs, root = resolve(base, filesystem, storage_options)
     storage = Storage(fs, retry)
     report = AdoptReport(storage.uri(root), dry_run)

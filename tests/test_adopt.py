@@ -140,3 +140,39 @@ def test_cli_adopt_on_a_server(server_backend, model: Path) -> None:
     done = cli("adopt", server_backend.base, "--json", *options(server_backend))
     assert done.returncode == 0, done.stderr
     assert [a["version"] for a in json.loads(done.stdout)["adopted"]] == [STOCK]
+
+
+def test_adopt_alongside_publishes_and_prunes(backend, model: Path) -> None:
+    """Publishes and prunes run while adopt runs again and again: every publish commits, each
+    stock dir is adopted once, and everything listed verifies."""
+    for i in range(2):
+        put_tree(backend, model, str(STOCK + i))
+    opts = backend.storage_options
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    adopted: list[int] = []
+
+    def adopter() -> None:
+        while not stop.is_set():
+            try:
+                adopted.extend(i.version for i in adopt_exports(backend.base, storage_options=opts))
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+                return
+
+    thread = threading.Thread(target=adopter)
+    thread.start()
+    try:
+        published = [publish(str(model), backend.base, storage_options=opts) for _ in range(3)]
+        prune(backend.base, keep=10, grace_seconds=0, storage_options=opts)
+    finally:
+        stop.set()
+        thread.join(120)
+    assert errors == []
+    adopted.extend(i.version for i in adopt_exports(backend.base, storage_options=opts))
+    assert sorted(adopted) == [STOCK, STOCK + 1]  # each exactly once, whenever it happened
+    assert all("adopted" not in p.metadata for p in published)
+    listed = list_exports(backend.base, storage_options=opts)
+    assert [e.version for e in listed][-3:] == [p.version for p in published]
+    for export in listed:
+        verify_export(backend.base, export.version, storage_options=opts)
