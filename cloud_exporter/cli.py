@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from . import __version__
+from . import __version__, cli_adopt
 from .cli_format import (
     HOURS,
     POSITIVE,
@@ -297,6 +297,7 @@ SUBCOMMANDS: tuple[Callable[[Any, argparse.ArgumentParser], None], ...] = (
     _register_verify,
     _register_prune,
     _register_demo,
+    cli_adopt.register,
 )
 
 

@@ -82,10 +82,7 @@ def resolve(
                 "s3://, file://, memory:// or a local path"
             ) from exc
         except ImportError as exc:
-            raise InvalidArgumentError(
-                f"the backend for {base!r} is not installed ({exc}): install "
-                "'cloud-exporter[gcs]' for gs:// or 'cloud-exporter[s3]' for s3://"
-            ) from exc
+            raise InvalidArgumentError(_missing_backend(base, exc)) from exc
     path = path.rstrip("/")
     if not path:
         raise InvalidArgumentError(
@@ -93,6 +90,24 @@ def resolve(
             "gs://bucket/models/NAME so exports do not mix with other data"
         )
     return filesystem, path
+
+
+_EXTRAS = {"gs": "gcs", "gcs": "gcs", "s3": "s3", "s3a": "s3"}
+
+
+def _missing_backend(base: str, exc: ImportError) -> str:
+    """One line naming what is missing: the extra for gs:// and s3://, else the module."""
+    scheme = _scheme(base)
+    extra = _EXTRAS.get(scheme)
+    if extra is not None:
+        return (
+            f"the {scheme}:// backend for {base!r} is not installed ({exc}): "
+            f"pip install 'cloud-exporter[{extra}]'"
+        )
+    return (
+        f"{scheme}:// in {base!r} needs an fsspec backend that is not installed ({exc}); "
+        "cloud_exporter is tested with gs://, s3://, file:// and memory://"
+    )
 
 
 def _scheme(uri: str) -> str:

@@ -5,6 +5,7 @@
 #   pytest-main       pytest tests --ignore=tests/estimator (main venv)
 #   pytest-estimator  pytest tests/estimator (estimator venv), when that folder exists
 #   checkov           checkov -d terraform, offline (checkov venv), when terraform/ exists
+#   install           scripts/install_test.sh: wheel/sdist installed as a user does (cached venvs)
 #
 # Usage: scripts/test.sh [PYTEST ARGS...]   e.g. scripts/test.sh -x -k commit
 # Extra arguments go to both pytest runs. CLOUD_EXPORTER_SOAK=1 selects the longer test runs.
@@ -107,6 +108,9 @@ main() {
     fi
     if [[ -d terraform ]]; then
         run_step checkov run_checkov
+    fi
+    if [[ -f scripts/install_test.sh ]]; then
+        run_step install bash scripts/install_test.sh -q
     fi
     summary
 }
