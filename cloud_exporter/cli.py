@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
+from . import __version__, cli_sync
 from .cli_format import format_report, format_table
 from .errors import (
     CloudExporterError,
@@ -120,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=4)
     p.add_argument("--keep", type=int, default=3)
     p.set_defaults(run=_cmd_demo)
+
+    cli_sync.register(sub, common)
     return parser
 
 

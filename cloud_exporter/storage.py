@@ -208,6 +208,12 @@ class Storage:
             return None
         return int(info.get("size") or 0) if info.get("type", "file") == "file" else None
 
+    def download(self, path: str, local_path: str) -> None:
+        """Stream one object (path taken literally) to a local file, replacing it; retried as a
+        whole. Memory stays at the backend's read chunk; FileNotFoundError if it is gone."""
+        os.makedirs(os.path.dirname(local_path), exist_ok=True)
+        self._call("download", path, self.fs.get_file, path, local_path)
+
     def open_read(self, path: str) -> Any:
         return self._call("open", path, self.fs.open, path, "rb")
 
