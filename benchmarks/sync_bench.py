@@ -55,7 +55,7 @@ def run_sync(store: Store, src: str, reps: int, workdir: str, log: Callable[[str
             fn(target)
             elapsed = time.perf_counter() - start
             got = sum(len(names) for _, _, names in os.walk(target))
-            want = files if name == "raw get" else files + 2  # + marker + sync record
+            want = files + (1 if name == "raw get" else 2)  # + marker (+ sync record)
             if rep < 0 and got != want:
                 raise RuntimeError(f"benchmark self-check: {name} wrote {got} files, not {want}")
             if rep >= 0:

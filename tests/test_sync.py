@@ -398,6 +398,28 @@ def test_sigterm_during_a_download_leaves_no_partial_version(tmp_path):
         assert_complete(local, ce.list_exports(str(base))[0])
 
 
+def test_sigkill_during_a_download_then_rerun_converges(tmp_path):
+    src = fake_saved_model(tmp_path / "src", seed=2)
+    (src / "variables" / "variables.data-00000-of-00001").write_bytes(os.urandom(1 << 20) * 200)
+    base = tmp_path / "base"
+    info = ce.publish(src, base)
+    local = tmp_path / "serving"
+    proc = subprocess.Popen([sys.executable, "-m", "cloud_exporter", "sync", str(base), str(local)])
+    try:
+        _wait_for(lambda: any((local / SYNC_STAGING_DIRNAME).glob("*.parts")), timeout=60)
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert local_versions(local) == []
+    out = cli("sync", str(base), str(local), "--json")
+    assert out.returncode == 0, out.stderr
+    assert [d["version"] for d in json.loads(out.stdout)] == [info.version]
+    assert_complete(local, info)
+    assert staging_leftovers(local) == []
+
+
 def _wait_for(condition, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
