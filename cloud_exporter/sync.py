@@ -48,6 +48,7 @@ SYNC_STAGING_DIRNAME = ".cloud-exporter-sync"
 SYNC_RECORD_NAME = ".cloud-exporter-sync.json"
 Progress = Callable[[int], None]
 _trash_ids = itertools.count()
+TAIL_HASH_BYTES = 8 << 20  # files this large are hashed while they download
 
 
 class VersionGoneError(CloudExporterError):
@@ -199,13 +200,20 @@ def _sync_one(
             return  # verified by an earlier run
         part = os.path.join(parts, str(n))
         remote = f"{version_dir(base, info.version)}/{record.path}"
+        tail = _TailHasher(part, record) if record.size >= TAIL_HASH_BYTES else None
         try:
+            if tail is not None:
+                tail.start()
             storage.download(remote, part)
         except FileNotFoundError:
             abort.set()
             gone.append(record.path)
             return
-        problem = _mismatch(part, record)
+        finally:
+            if tail is not None:
+                tail.finish()
+        # The hash taken during the download is trusted only if it matches; else hash again.
+        problem = None if tail is not None and tail.matches() else _mismatch(part, record)
         if problem:
             abort.set()
             raise CorruptExportError(
@@ -254,17 +262,62 @@ def _mismatch(path: str, record: FileRecord) -> str | None:
     size = os.path.getsize(path)
     if size != record.size:
         return f"{size} bytes, marker says {record.size}"
-    # One pass computes every checksum the record carries; add crc32c here when FileRecord has it.
-    digests = {"sha256": hashlib.sha256()} if getattr(record, "sha256", None) else {}
+    digests = _digests(record)
     if digests:
         with open(path, "rb") as f:
             while chunk := f.read(CHUNK):
                 for d in digests.values():
                     d.update(chunk)
-    for name, digest in digests.items():
-        if digest.hexdigest() != getattr(record, name):
-            return f"{name} mismatch"
-    return None
+    return _digest_problem(digests, record)
+
+
+def _digests(record: FileRecord) -> dict[str, Any]:
+    """A fresh hasher per checksum the record carries; add crc32c here when FileRecord has it."""
+    return {"sha256": hashlib.sha256()} if getattr(record, "sha256", None) else {}
+
+
+def _digest_problem(digests: dict[str, Any], record: FileRecord) -> str | None:
+    bad = [name for name, d in digests.items() if d.hexdigest() != getattr(record, name)]
+    return f"{bad[0]} mismatch" if bad else None
+
+
+class _TailHasher(threading.Thread):
+    """Hashes a file while the download writes it, so verifying a large file adds no pass."""
+
+    def __init__(self, path: str, record: FileRecord) -> None:
+        super().__init__(daemon=True)
+        self.path, self.record, self.size = path, record, 0
+        self.digests = _digests(record)
+        self._done = threading.Event()
+
+    def finish(self) -> None:
+        self._done.set()
+        self.join()
+
+    def matches(self) -> bool:
+        ok = self.size == self.record.size == os.path.getsize(self.path)
+        return ok and _digest_problem(self.digests, self.record) is None
+
+    def run(self) -> None:
+        while True:
+            try:
+                f = open(self.path, "rb")  # noqa: SIM115 - closed below
+                break
+            except FileNotFoundError:
+                if self._done.wait(0.005):
+                    return
+        with f:
+            while True:
+                done = self._done.is_set()  # read before the read: empty then means complete
+                chunk = f.read(CHUNK)
+                if chunk:
+                    self.size += len(chunk)
+                    for d in self.digests.values():
+                        d.update(chunk)
+                elif done:
+                    return
+                else:
+                    self._done.wait(0.005)
 
 
 # -- local directory ----------------------------------------------------------------------------

@@ -233,10 +233,12 @@ def test_version_pruned_during_download_is_abandoned(backend, tmp_path, monkeypa
     assert "pruned from the base during its download" in caplog.text
 
 
-def test_corrupt_remote_file_is_not_synced(backend, tmp_path, caplog):
-    (tmp_path / "src").mkdir()
-    (info,) = publish_n(backend, tmp_path / "src", 1)
-    target = backend.strip(info.uri) + "/saved_model.pb"
+@pytest.mark.parametrize("name", ["saved_model.pb", "variables/variables.data-00000-of-00001"])
+def test_corrupt_remote_file_is_not_synced(backend, tmp_path, caplog, name):
+    """Small files are hashed after the download, large ones (>= 8 MiB) while it runs."""
+    src = fake_saved_model(tmp_path / "src", shard_bytes=9 << 20)
+    info = ce.publish(src, backend.base, filesystem=backend.fs)
+    target = backend.strip(info.uri) + "/" + name
     size = backend.fs.size(target)
     backend.fs.pipe_file(target, b"X" * size)  # same size, other bytes
     local = tmp_path / "serving"
