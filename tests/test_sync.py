@@ -91,8 +91,12 @@ def test_sync_downloads_verifies_and_is_idempotent(backend, tmp_path):
     (tmp_path / "src").mkdir()
     infos = publish_n(backend, tmp_path / "src", 2)
     local = tmp_path / "serving"
-    added = ce.sync_exports(backend.base, local, filesystem=backend.new_fs())
+    progress: list[int] = []
+    added = ce.sync_exports(
+        backend.base, local, filesystem=backend.new_fs(), progress=progress.append
+    )
     assert [i.version for i in added] == [i.version for i in infos]
+    assert sum(progress) == sum(i.total_size for i in infos)
     for info in infos:
         assert_complete(local, info)
         marker = (local / str(info.version) / MARKER_NAME).read_bytes()
