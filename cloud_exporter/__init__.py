@@ -28,6 +28,7 @@ from .policies import KeepBest, KeepEveryHours, KeepNewest, KeepPinned
 from .publish import publish
 from .retention import PruneReport, prune
 from .retry import RetryPolicy
+from .sync import sync_exports
 
 __all__ = [
     "CloudExporterError",
@@ -55,5 +56,6 @@ __all__ = [
     "list_exports",
     "prune",
     "publish",
+    "sync_exports",
     "verify_export",
 ]

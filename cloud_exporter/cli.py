@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from . import __version__, cli_adopt
+from . import __version__, cli_adopt, cli_sync
 from .cli_format import (
     HOURS,
     POSITIVE,
@@ -298,6 +298,7 @@ SUBCOMMANDS: tuple[Callable[[Any, argparse.ArgumentParser], None], ...] = (
     _register_prune,
     _register_demo,
     cli_adopt.register,
+    cli_sync.register,
 )
 
 

@@ -134,6 +134,7 @@ class Storage:
         self.is_local = isinstance(real, LocalFileSystem)
         self._is_memory = isinstance(real, MemoryFileSystem)
         self._put_options = _bounded_put_options(real)
+        self._get_options = _bounded_get_options(real)
         self._large_file = threading.Semaphore(1)  # one multipart upload at a time
 
     # -- naming ---------------------------------------------------------------------------
@@ -230,6 +231,8 @@ class Storage:
         if not paths:
             return {}
         batch = [p for p in paths if not has_magic(p)]  # the rest: literal single reads
+        for path in batch:  # the batch may consult cached listings of each object's folder
+            self.fs.invalidate_cache(path)
         try:
             got = self.fs.cat(batch, on_error="return") if batch else {}
         except Exception:  # the whole batch failed: fall back to single reads
@@ -282,6 +285,12 @@ class Storage:
         except FileNotFoundError:
             return None
         return info if info.get("type", "file") == "file" else None
+
+    def download(self, path: str, local_path: str) -> None:
+        """Stream one object (path taken literally) to a local file, replacing it; retried as a
+        whole. Memory stays at the backend's read chunk; FileNotFoundError if it is gone."""
+        os.makedirs(os.path.dirname(local_path), exist_ok=True)
+        self._call("download", path, self.fs.get_file, path, local_path, **self._get_options)
 
     def open_read(self, path: str) -> Any:
         """A binary stream of one object; FileNotFoundError when it does not exist."""
@@ -390,6 +399,15 @@ def _bounded_put_options(fs: Any) -> dict[str, Any]:
         return {"chunksize": TRANSFER_CHUNK, "max_concurrency": PARTS_IN_FLIGHT}
     if "gs" in protocols or "gcs" in protocols:
         return {"chunksize": GCS_RESUMABLE_CHUNK}
+    return {}
+
+
+def _bounded_get_options(fs: Any) -> dict[str, Any]:
+    """Stream downloads front to back: gcsfs would preallocate files of 100 MB+ and fill them
+    from up to 128 MiB of prefetched ranges. s3fs already streams (reads of its block size)."""
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    if "gs" in protocols or "gcs" in protocols:
+        return {"concurrency": 1}
     return {}
 
 
