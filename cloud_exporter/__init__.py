@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .asynchronous import publish_async
 from .errors import (
     CloudExporterError,
     CorruptExportError,
@@ -17,6 +18,7 @@ from .errors import (
     LocationNotFoundError,
     PermissionDeniedError,
     PruneIncompleteError,
+    PublishFailedError,
     StorageError,
     TransientStorageError,
     VersionConflictError,
@@ -44,6 +46,7 @@ __all__ = [
     "PermissionDeniedError",
     "PruneIncompleteError",
     "PruneReport",
+    "PublishFailedError",
     "RetryPolicy",
     "StorageError",
     "TransientStorageError",
@@ -53,5 +56,6 @@ __all__ = [
     "list_exports",
     "prune",
     "publish",
+    "publish_async",
     "verify_export",
 ]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict, Unpack
 
@@ -24,6 +26,7 @@ except (ImportError, AttributeError) as _exc:  # TF >= 2.16 has no tf.estimator
         "(tf.estimator was removed in TF 2.16); with Keras use cloud_exporter.keras"
     ) from _exc
 
+from . import asynchronous
 from ._tfutil import (
     TaskRole,
     export_location,
@@ -58,6 +61,7 @@ class ExporterOptions(TypedDict, total=False):
     metadata: dict[str, Any] | None  # extra JSON stored in every marker
     temp_dir: str | None  # where the estimator writes before publishing (default: system temp)
     is_chief: bool | None  # override the TF_CONFIG / RunConfig decision of who publishes
+    asynchronous: bool  # upload in the background (the final export, and the next, wait)
 
 
 _DEFAULTS: ExporterOptions = {
@@ -69,6 +73,7 @@ _DEFAULTS: ExporterOptions = {
     "metadata": None,
     "temp_dir": None,
     "is_chief": None,
+    "asynchronous": False,
 }
 
 
@@ -139,6 +144,8 @@ class _PublishingExporter(_StockExporter):
         self._is_chief = options.pop("is_chief")
         self._temp_dir = options.pop("temp_dir")
         self._metadata = check_metadata(options.pop("metadata"))
+        self._asynchronous = bool(options.pop("asynchronous"))
+        self._pending: asynchronous.PublishFuture | None = None
         self._storage = options  # filesystem, storage_options, retry (and mode for publish)
         if options["mode"] not in MODES:
             raise InvalidArgumentError(f"mode must be one of {MODES}, got {options['mode']!r}")
@@ -168,6 +175,7 @@ class _PublishingExporter(_StockExporter):
 
     def _target(self, estimator: Any, export_path: str) -> tuple[str, TaskRole] | None:
         """(base, role) when this task publishes; None (logged) on the other workers."""
+        self._wait_previous()
         role = self._role(estimator)
         if not role.publishes:
             log.info("%s: %s does not publish (only the chief does)", self._name, role.describe())
@@ -182,7 +190,7 @@ class _PublishingExporter(_StockExporter):
         eval_result: Mapping[str, Any] | None,
         is_the_final_export: bool,
         role: TaskRole,
-    ) -> ExportInfo:
+    ) -> ExportInfo | None:
         metadata = merged_metadata(
             self._metadata,
             {
@@ -195,18 +203,50 @@ class _PublishingExporter(_StockExporter):
                 "task": role.describe(),
             },
         )
+        options = {"assets_extra": self._assets_extra, "metadata": metadata, **self._storage}
+        if self._asynchronous:
+            final = bool(is_the_final_export)
+            return self._publish_in_background(estimator, base, checkpoint_path, options, final)
         with local_export_dir(self._temp_dir) as tmp:
-            written = estimator.export_saved_model(
-                tmp,
-                self._serving_input_receiver_fn,
-                assets_extra=None,  # validated and uploaded by publish below
-                as_text=self._as_text,
-                checkpoint_path=checkpoint_path,
+            source = self._write_local(estimator, tmp, checkpoint_path)
+            return publish(source, base, **options)
+
+    def _write_local(self, estimator: Any, tmp: str, checkpoint_path: str | None) -> str:
+        written = estimator.export_saved_model(
+            tmp,
+            self._serving_input_receiver_fn,
+            assets_extra=None,  # validated and uploaded by publish
+            as_text=self._as_text,
+            checkpoint_path=checkpoint_path,
+        )
+        return written.decode() if isinstance(written, bytes) else str(written)
+
+    def _publish_in_background(
+        self,
+        estimator: Any,
+        base: str,
+        checkpoint_path: str | None,
+        options: dict[str, Any],
+        final: bool,
+    ) -> ExportInfo | None:
+        """``asynchronous=True``: write the export locally now and publish it in the background
+        from a temp dir we own (removed when done). Returns the ExportInfo of a final export
+        (which waits for its commit), else None; the next export waits for this one."""
+        tmp = tempfile.mkdtemp(prefix="cloud-exporter-", dir=self._temp_dir)
+        try:
+            source = self._write_local(estimator, tmp, checkpoint_path)
+            self._pending = asynchronous.submit(
+                source, base, options=options, on_done=lambda *_: shutil.rmtree(tmp, True)
             )
-            source = written.decode() if isinstance(written, bytes) else str(written)
-            return publish(
-                source, base, assets_extra=self._assets_extra, metadata=metadata, **self._storage
-            )
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return self._wait_previous() if final else None
+
+    def _wait_previous(self) -> ExportInfo | None:
+        """Wait for the pending asynchronous publish (raising its error); None if there is none."""
+        pending, self._pending = self._pending, None
+        return None if pending is None else pending.result()
 
     def _prune(self, base: str, keep: int, pinned: Sequence[int] = ()) -> None:
         """Prune after a committed export; a storage failure is logged, the next export retries."""
@@ -269,7 +309,7 @@ class LatestExporter(_PublishingExporter):
         )
         if self._exports_to_keep is not None:
             self._prune(base, self._exports_to_keep)
-        return export_location(base, info)
+        return None if info is None else export_location(base, info)  # None: still uploading
 
 
 class FinalExporter(_PublishingExporter):
@@ -306,7 +346,7 @@ class FinalExporter(_PublishingExporter):
             return None
         base, role = target
         info = self._publish(estimator, base, checkpoint_path, eval_result, True, role)
-        return export_location(base, info)
+        return None if info is None else export_location(base, info)
 
 
 class BestExporter(_PublishingExporter):
@@ -366,8 +406,8 @@ class BestExporter(_PublishingExporter):
         if self._exports_to_keep is not None:
             previous = [r.version for r in records]
             keep_previous = previous[max(0, len(previous) - (self._exports_to_keep - 1)) :]
-            self._prune(base, 1, pinned=[*keep_previous, info.version])
-        return export_location(base, info)
+            self._prune(base, 1, pinned=[*keep_previous, *([info.version] if info else [])])
+        return None if info is None else export_location(base, info)  # None: still uploading
 
     def best_exports(self, base: str) -> list[ExportInfo]:
         """The published exports that each beat all before them, oldest first (last = best)."""
