@@ -87,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--mode", choices=["staged", "direct"], default="staged")
     p.add_argument("--keep", type=int, help="prune to the newest N after publishing")
+    p.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        help="upload every file even if an interrupted publish left proven copies in staging",
+    )
     p.set_defaults(run=_cmd_publish)
 
     p = sub.add_parser("list", parents=[common], help="list committed exports")
@@ -166,6 +172,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         keep=args.keep,
         storage_options=storage_options(args.storage_option),
         progress=_progress_bar(args.source),
+        resume=args.resume,
     )
     _emit(args, info.to_dict(), f"published {info.uri} ({len(info.files)} files)")
     return 0
