@@ -63,12 +63,14 @@ def test_versions_follow_submission_order(
 
 def test_one_in_flight_per_base_by_default(tmp_path: Path) -> None:
     base = str(tmp_path / "exports")
-    gate = threading.Event()
+    gate, uploading = threading.Event(), threading.Event()
 
     def progress(_: int) -> None:
+        uploading.set()
         gate.wait(10)
 
     started = [ce.publish_async(_source(tmp_path, i), base, progress=progress) for i in range(3)]
+    assert uploading.wait(10)
     # The first holds its upload at the gate; the others have not started (queued, not running).
     assert not any(f.done() for f in started)
     assert [f.running() for f in started] == [True, False, False]
