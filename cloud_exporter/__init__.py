@@ -9,6 +9,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .adopt import adopt_exports
+from .asynchronous import publish_async
 from .errors import (
     CloudExporterError,
     CorruptExportError,
@@ -18,6 +19,7 @@ from .errors import (
     LocationNotFoundError,
     PermissionDeniedError,
     PruneIncompleteError,
+    PublishFailedError,
     StorageError,
     TransientStorageError,
     VersionConflictError,
@@ -46,6 +48,7 @@ __all__ = [
     "PermissionDeniedError",
     "PruneIncompleteError",
     "PruneReport",
+    "PublishFailedError",
     "RetryPolicy",
     "StorageError",
     "TransientStorageError",
@@ -57,5 +60,6 @@ __all__ = [
     "prune",
     "publish",
     "sync_exports",
+    "publish_async",
     "verify_export",
 ]

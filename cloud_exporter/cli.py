@@ -215,6 +215,12 @@ def _register_publish(sub: Any, common: argparse.ArgumentParser) -> None:
         "direct: upload straight into the version directory (fewer copies, same atomicity)",
     )  # fmt: skip
     p.add_argument("--keep", type=POSITIVE, metavar="N", help="prune to the newest N afterwards")
+    p.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        help="upload every file even if an interrupted publish left proven copies in staging",
+    )
     p.set_defaults(run=_cmd_publish)
 
 
@@ -345,6 +351,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
             keep=args.keep,
             storage_options=storage_options(args.storage_option),
             progress=bar.update if bar else None,
+            resume=args.resume,
         )
     _emit(args, info.to_dict(), f"published {info.uri} ({len(info.files)} files)")
     return 0

@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 from .errors import CorruptExportError, VersionConflictError
 from .layout import MARKER_NAME, is_saved_model_file, join, marker_path, staging_dir, version_dir
@@ -48,6 +48,7 @@ class Plan:
     records: dict[str, FileRecord] = field(default_factory=dict)
     staged: list[str] = field(default_factory=list)  # paths written under the staging prefix
     placed: list[str] = field(default_factory=list)  # paths written into the version directory
+    resume: Any = None  # a resume.Session (staged mode): reuses proven uploads, records new ones
 
     @property
     def target(self) -> str:
@@ -93,6 +94,8 @@ def transfer_hashed(
 
     def digest(f: SourceFile) -> None:
         plan.records[f.relpath] = FileRecord(f.relpath, f.size, sha256_file(f.local_path))
+        if plan.resume is not None:
+            plan.resume.step(plan, f)
         if plan.on_file is not None:
             plan.on_file(f.size)
 
@@ -107,6 +110,8 @@ def upload_hashed(plan: Plan, prefix: str, files: list[SourceFile], record: list
 
     def upload(f: SourceFile) -> None:
         plan.storage.upload([(f.local_path, join(prefix, f.relpath))])
+        if plan.resume is not None:
+            plan.resume.step(plan, f)
 
     transfer_hashed(plan, files, upload)
 
@@ -157,7 +162,8 @@ class StagedCopy:
     name = "staged"
 
     def commit(self, plan: Plan) -> None:
-        upload_hashed(plan, plan.staging, plan.files, plan.staged)
+        fresh = plan.files if plan.resume is None else plan.resume.reuse(plan)
+        upload_hashed(plan, plan.staging, fresh, plan.staged)
         # One listing instead of a HEAD per copy: s3fs takes each source's size from it.
         plan.storage.list_tree(plan.staging)
         others, last = split_last(plan.files)

@@ -43,6 +43,10 @@ class LocationNotFoundError(StorageError):
     """The bucket (or local parent directory) of the base does not exist."""
 
 
+class PublishFailedError(CloudExporterError):
+    """An earlier asynchronous publish to the same base failed; the original is ``__cause__``."""
+
+
 class PruneIncompleteError(StorageError):
     """A prune could not delete everything it meant to; running it again finishes the job."""
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict, Unpack
 
@@ -25,6 +27,7 @@ except (ImportError, AttributeError) as _exc:  # TF >= 2.16 has no tf.estimator
         "'cloud-exporter[gcs,s3,estimator]'; with Keras 3 use cloud_exporter.keras"
     ) from _exc
 
+from . import asynchronous
 from ._stock_compat import collect_stock_exports, fetch_assets
 from ._tfutil import (
     TaskRole,
@@ -61,6 +64,7 @@ class ExporterOptions(TypedDict, total=False):
     metadata: dict[str, Any] | None  # extra JSON stored in every marker
     temp_dir: str | None  # where the estimator writes before publishing (default: system temp)
     is_chief: bool | None  # override the TF_CONFIG / RunConfig decision of who publishes
+    asynchronous: bool  # upload in the background (the final export, and the next, wait)
 
 
 _DEFAULTS: ExporterOptions = {
@@ -72,6 +76,7 @@ _DEFAULTS: ExporterOptions = {
     "metadata": None,
     "temp_dir": None,
     "is_chief": None,
+    "asynchronous": False,
 }
 
 
@@ -141,6 +146,8 @@ class _PublishingExporter(_StockExporter):
         self._export_base = options.pop("export_base")
         self._is_chief = options.pop("is_chief")
         self._temp_dir = options.pop("temp_dir")
+        self._asynchronous = bool(options.pop("asynchronous"))
+        self._pending: asynchronous.PublishFuture | None = None
         self._metadata = check_metadata(options.pop("metadata"))
         self._storage = options  # filesystem, storage_options, retry (and mode for publish)
         if options["mode"] not in MODES:
@@ -179,6 +186,7 @@ class _PublishingExporter(_StockExporter):
 
     def _target(self, estimator: Any, export_path: str) -> tuple[str, TaskRole] | None:
         """(base, role) when this task publishes; None (logged) on the other workers."""
+        self._wait_previous()
         role = self._role(estimator)
         if not role.publishes:
             log.info("%s: %s does not publish (only the chief does)", self._name, role.describe())
@@ -193,8 +201,9 @@ class _PublishingExporter(_StockExporter):
         eval_result: Mapping[str, Any] | None,
         is_the_final_export: bool,
         role: TaskRole,
-    ) -> tuple[ExportInfo, Any]:
-        """Export, publish; (what was published, what ``export_saved_model`` returned)."""
+    ) -> tuple[ExportInfo | None, Any]:
+        """Export, publish; (what was published, what ``export_saved_model`` returned). With
+        ``asynchronous`` the first is None until the final export, which waits for its commit."""
         metadata = merged_metadata(
             self._metadata,
             {
@@ -207,18 +216,55 @@ class _PublishingExporter(_StockExporter):
                 "task": role.describe(),
             },
         )
+        if self._asynchronous:
+            final = bool(is_the_final_export)
+            return self._publish_in_background(estimator, base, checkpoint_path, metadata, final)
         with local_export_dir(self._temp_dir) as tmp:
-            written = estimator.export_saved_model(
-                tmp,
-                self._serving_input_receiver_fn,
-                assets_extra=None,  # validated and uploaded by publish below
-                as_text=self._as_text,
-                checkpoint_path=checkpoint_path,
-            )
-            source = written.decode() if isinstance(written, bytes) else str(written)
-            assets = fetch_assets(self._assets_extra, tmp, self._storage["retry"])
+            source, written, assets = self._write_local(estimator, tmp, checkpoint_path)
             info = publish(source, base, assets_extra=assets, metadata=metadata, **self._storage)
         return info, written
+
+    def _write_local(
+        self, estimator: Any, tmp: str, checkpoint_path: str | None
+    ) -> tuple[str, Any, Mapping[str, str] | None]:
+        """(export dir, what ``export_saved_model`` returned, local assets_extra) under tmp."""
+        written = estimator.export_saved_model(
+            tmp,
+            self._serving_input_receiver_fn,
+            assets_extra=None,  # validated and uploaded by publish
+            as_text=self._as_text,
+            checkpoint_path=checkpoint_path,
+        )
+        source = written.decode() if isinstance(written, bytes) else str(written)
+        return source, written, fetch_assets(self._assets_extra, tmp, self._storage["retry"])
+
+    def _publish_in_background(
+        self,
+        estimator: Any,
+        base: str,
+        checkpoint_path: str | None,
+        metadata: dict[str, Any],
+        final: bool,
+    ) -> tuple[ExportInfo | None, Any]:
+        """``asynchronous=True``: write the export locally now and publish it in the background
+        from a temp dir we own (removed when done). A final export waits for its commit; the
+        next export waits for this one."""
+        tmp = tempfile.mkdtemp(prefix="cloud-exporter-", dir=self._temp_dir)
+        try:
+            source, written, assets = self._write_local(estimator, tmp, checkpoint_path)
+            options = {"assets_extra": assets, "metadata": metadata, **self._storage}
+            self._pending = asynchronous.submit(
+                source, base, options=options, on_done=lambda *_: shutil.rmtree(tmp, True)
+            )
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return (self._wait_previous() if final else None), written
+
+    def _wait_previous(self) -> ExportInfo | None:
+        """Wait for the pending asynchronous publish (raising its error); None if there is none."""
+        pending, self._pending = self._pending, None
+        return None if pending is None else pending.result()
 
     def _options(self) -> dict[str, Any]:
         return {k: v for k, v in self._storage.items() if k != "mode"}
@@ -248,8 +294,11 @@ class _PublishingExporter(_StockExporter):
             )
 
 
-def _returned(base: str, info: ExportInfo, written: Any) -> str | bytes:
-    """The published location, as bytes when the estimator returned bytes (as stock does)."""
+def _returned(base: str, info: ExportInfo | None, written: Any) -> str | bytes | None:
+    """The published location, as bytes when the estimator returned bytes (as stock does);
+    None while an asynchronous export is still uploading (its version is not known yet)."""
+    if info is None:
+        return None
     location = export_location(base, info)
     return location.encode() if isinstance(written, bytes) else location
 
@@ -399,7 +448,7 @@ class BestExporter(_PublishingExporter):
         if self._exports_to_keep is not None:
             previous = [r.version for r in records]
             keep_previous = previous[max(0, len(previous) - (self._exports_to_keep - 1)) :]
-            self._prune(base, 1, pinned=[*keep_previous, info.version])
+            self._prune(base, 1, pinned=[*keep_previous, *([info.version] if info else [])])
             self._collect(base, self._exports_to_keep)
         return _returned(base, info, written)
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import keras
 import tensorflow as tf
 
+from . import asynchronous
 from ._tfutil import (
     TaskRole,
     local_export_dir,
@@ -23,7 +26,7 @@ from ._tfutil import (
     resolve_role,
     role_from_tf_config,
 )
-from .errors import InvalidArgumentError, StorageError
+from .errors import InvalidArgumentError, PublishFailedError, StorageError
 from .exports import list_exports
 from .marker import ExportInfo, check_metadata
 from .policies import check_keep, metric_value
@@ -42,17 +45,51 @@ def publish_model(
     *,
     export_kwargs: Mapping[str, Any] | None = None,
     temp_dir: str | None = None,
+    asynchronous: bool = False,
     **publish_kwargs: Any,
-) -> ExportInfo:
+) -> Any:
     """Export ``model`` (a Keras model or a ``tf.Module``) locally, then publish it to ``base``.
 
     ``export_kwargs`` go to ``model.export`` (e.g. ``input_signature``) or to
     ``tf.saved_model.save`` (e.g. ``signatures``); ``publish_kwargs`` to
     :func:`cloud_exporter.publish` (``version``, ``metadata``, ``keep``, ``storage_options``...).
+    Returns the ``ExportInfo``; with ``asynchronous=True`` the local export is still written
+    before returning, but the upload runs in the background and a ``Future[ExportInfo]`` is
+    returned (see :func:`cloud_exporter.publish_async`; ``max_in_flight`` is accepted too).
     """
+    if asynchronous:
+        return _publish_model_async(model, base, export_kwargs, temp_dir, publish_kwargs)
     with local_export_dir(temp_dir) as tmp:
         save_model(model, tmp, export_kwargs)
         return publish(tmp, base, **publish_kwargs)
+
+
+def _publish_model_async(
+    model: Any,
+    base: str,
+    export_kwargs: Mapping[str, Any] | None,
+    temp_dir: str | None,
+    publish_kwargs: dict[str, Any],
+    on_done: asynchronous.OnDone | None = None,
+) -> asynchronous.PublishFuture:
+    """Write the SavedModel to a temporary directory we own; publish it in the background and
+    remove the directory once the publish is done (before its future resolves)."""
+    tmp = tempfile.mkdtemp(prefix="cloud-exporter-", dir=temp_dir)
+    max_in_flight = publish_kwargs.pop("max_in_flight", 1)
+
+    def done(info: ExportInfo | None, error: BaseException | None) -> None:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if on_done is not None:
+            on_done(info, error)
+
+    try:
+        save_model(model, tmp, export_kwargs)
+        return asynchronous.submit(
+            tmp, base, max_in_flight=max_in_flight, options=publish_kwargs, on_done=done
+        )
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def save_model(model: Any, path: str, export_kwargs: Mapping[str, Any] | None = None) -> None:
@@ -80,6 +117,10 @@ class ExportCallback(keras.callbacks.Callback):
     with ``monitor``, if it improves). The epoch, its metrics and the monitored value go into the
     marker metadata. Only the chief publishes (``TF_CONFIG``, or ``is_chief=``); other workers
     write nothing remote.
+
+    With ``asynchronous=True`` training waits only for the local ``model.export``; the upload
+    (and the prune after it) runs in the background, one at a time, in order. A failed upload is
+    raised at the next export or by ``on_train_end``, which waits for every export to commit.
     """
 
     def __init__(
@@ -99,6 +140,7 @@ class ExportCallback(keras.callbacks.Callback):
         retry: RetryPolicy = DEFAULT_RETRY,
         temp_dir: str | None = None,
         is_chief: bool | None = None,
+        asynchronous: bool = False,
     ) -> None:
         super().__init__()
         _check_args(base, every_n_epochs, monitor, mode, keep, min_delta)
@@ -120,6 +162,8 @@ class ExportCallback(keras.callbacks.Callback):
             "retry": retry,
         }
         self._publish_mode = publish_mode
+        self.asynchronous = bool(asynchronous)
+        self._pending: list[asynchronous.PublishFuture] = []  # asynchronous exports not yet awaited
         self.published: list[ExportInfo] = []  # what this callback published, in order
         self.best: float | None = None
         self._role = TaskRole()
@@ -140,6 +184,17 @@ class ExportCallback(keras.callbacks.Callback):
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         if self._last is not None:
             self._consider(*self._last)
+        self.wait()
+
+    def wait(self) -> None:
+        """Wait for every asynchronous export; raise if any failed (after all are done)."""
+        pending, self._pending = self._pending, []
+        errors = [e for f in pending if (e := f.exception()) is not None]
+        if errors:
+            raise PublishFailedError(
+                f"{len(errors)} of {len(pending)} asynchronous exports to {self.base} failed "
+                f"and were not committed; first: {errors[0]!r}"
+            ) from errors[0]
 
     # -- decisions -----------------------------------------------------------------------------
     def _consider(self, epoch: int, logs: dict[str, Any]) -> None:
@@ -198,19 +253,39 @@ class ExportCallback(keras.callbacks.Callback):
         }
         if self.monitor is not None:
             ours["monitor"] = {"name": self.monitor, "mode": self.mode}
+        options = {"metadata": merged_metadata(self.metadata, ours), "mode": self._publish_mode}
+        if self.asynchronous:
+            self._pending = [f for f in self._pending if not f.done() or f._failure()]
+            future = _publish_model_async(
+                self.model,
+                self.base,
+                self.export_kwargs,
+                self.temp_dir,
+                {**options, **self._storage},
+                on_done=self._after(epoch),
+            )
+            self._pending.append(future)
+            return
         info = publish_model(
             self.model,
             self.base,
             export_kwargs=self.export_kwargs,
             temp_dir=self.temp_dir,
-            metadata=merged_metadata(self.metadata, ours),
-            mode=self._publish_mode,
+            **options,
             **self._storage,
         )
-        self.published.append(info)
-        log.info("epoch %d published as %s", epoch + 1, info.uri)
-        if self.keep is not None:
-            self._prune()
+        self._after(epoch)(info, None)
+
+    def _after(self, epoch: int) -> Callable[[ExportInfo | None, BaseException | None], None]:
+        def committed(info: ExportInfo | None, error: BaseException | None) -> None:
+            if info is None:
+                return
+            self.published.append(info)
+            log.info("epoch %d published as %s", epoch + 1, info.uri)
+            if self.keep is not None:
+                self._prune()
+
+        return committed
 
     def _prune(self) -> None:
         keep_best = None if self.monitor is None else (self.monitor, self.mode, 1)

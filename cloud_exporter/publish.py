@@ -11,7 +11,7 @@ from typing import Any
 
 from . import __version__
 from .commit import Plan, choose_strategy, our_marker_committed
-from .errors import InvalidArgumentError, VersionConflictError
+from .errors import InvalidArgumentError, TransientStorageError, VersionConflictError
 from .layout import MAX_VERSION, claim_path, marker_path, parse_version, staging_root
 from .marker import ExportInfo, check_metadata, parse_marker
 from .retry import DEFAULT_RETRY, RetryPolicy
@@ -38,12 +38,14 @@ def publish(
     retry: RetryPolicy = DEFAULT_RETRY,
     concurrency: int = 8,
     progress: Callable[[int], None] | None = None,
+    resume: bool = True,
 ) -> ExportInfo:
     """Publish the SavedModel in ``source_dir`` as a new version under ``base``, atomically.
 
     The export becomes visible only when its marker is written; a failure at any step leaves no
     visible export. ``keep`` prunes to the newest N afterwards (see ``prune``). ``progress`` is
-    called with the byte count of each file once it is transferred.
+    called with the byte count of each file once it is transferred. ``resume`` (staged mode)
+    reuses staged objects an interrupted publish proved identical (see docs/async.md).
     """
     if mode not in MODES:
         raise InvalidArgumentError(f"mode must be one of {MODES}, got {mode!r}")
@@ -60,11 +62,16 @@ def publish(
     claimed = claim_version(storage, root, version, writer_id)
     plan = Plan(storage, root, claimed, files, writer_id, meta, time.time(), __version__, progress)
     strategy = choose_strategy(storage, mode)
+    if resume and strategy.name == "staged":
+        from .resume import Session
+
+        plan.resume = Session(storage, root, files)
     log.info("publishing %s as %s (%s)", source_dir, storage.uri(plan.target), strategy.name)
     try:
         strategy.commit(plan)
-    except BaseException:
-        _abort(plan)
+    except BaseException as exc:
+        # Storage still failing past the retry budget: keep the staged uploads to resume from.
+        _abort(plan, keep_staged=plan.resume is not None and isinstance(exc, TransientStorageError))
         raise
     _cleanup(plan)
     info = parse_marker(plan.marker_bytes(), claimed, storage.uri(plan.target))
@@ -154,8 +161,9 @@ def _cleanup(plan: Plan) -> None:
         log.warning("committed, but cleanup of staging failed (%s); prune removes it later", exc)
 
 
-def _abort(plan: Plan) -> None:
-    """Best effort after a failure: remove what this publish wrote unless it committed."""
+def _abort(plan: Plan, keep_staged: bool = False) -> None:
+    """Best effort after a failure: remove what this publish wrote unless it committed (with
+    ``keep_staged``, the staging uploads and their records stay for a resume)."""
     storage = plan.storage
     try:
         if our_marker_committed(plan):
@@ -163,7 +171,7 @@ def _abort(plan: Plan) -> None:
             return
         if storage.is_local:
             storage.remove_local_tree(plan.staging)
-        storage.delete([*plan.placed, *plan.staged])
+        storage.delete([*plan.placed, *([] if keep_staged else plan.staged)])
         storage.delete_one(claim_path(plan.base, plan.version))  # last: it marks them as ours
         storage.remove_dir_if_empty(staging_root(plan.base))  # local disk: no litter
     except BaseException as exc:

@@ -1,0 +1,176 @@
+"""Resuming an interrupted staged publish: crash at every mutating call, then publish again."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+from invariants import check_state, committed, manifest_of
+from savedmodels import fake_saved_model
+from servers import Backend
+
+import cloud_exporter as ce
+from cloud_exporter.layout import STAGING_DIRNAME
+from cloud_exporter.resume import RECORDS_DIRNAME
+from cloud_exporter.testing import FailOn, FaultyFileSystem, InjectedCrash
+
+
+def _source(tmp_path: Path, seed: int = 1, shard: int = 64 << 10) -> Path:
+    root = fake_saved_model(tmp_path / f"src-{seed}", seed=seed, shard_bytes=shard)
+    (root / "variables" / "variables.data-00001-of-00002").write_bytes(bytes(range(256)) * 512)
+    return root
+
+
+def _uploads(fs: FaultyFileSystem) -> int:
+    return sum(1 for c in fs.calls if c.method == "put_file" and c.applied)
+
+
+def _bytes_uploaded(fs: FaultyFileSystem) -> int:
+    return sum(Path(c.paths[0]).stat().st_size for c in fs.calls if c.method == "put_file")
+
+
+def test_crash_at_every_mutating_call_then_resume(
+    server_backend: Backend, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="cloud_exporter.resume")
+    source = _source(tmp_path)
+    n_files = len(manifest_of(source))
+    clean = FaultyFileSystem(server_backend.new_fs())
+    ce.publish(source, server_backend.join("count"), filesystem=clean, concurrency=1)
+    total = clean.mutating_calls
+    checker = server_backend.new_fs()
+    for k in range(1, total + 1):
+        base = server_backend.join(f"crash-{k}")
+        dying = FaultyFileSystem(server_backend.new_fs(), crash_after=k)
+        with contextlib.suppress(InjectedCrash):
+            ce.publish(source, base, filesystem=dying, concurrency=1)
+        proven = sum(
+            1 for path in checker.find(server_backend.strip(base)) if RECORDS_DIRNAME in path
+        )
+        before = committed(checker, server_backend.strip(base))
+        resumer = FaultyFileSystem(server_backend.new_fs())
+        caplog.clear()
+        if before:  # the crash hit cleanup, after the commit: nothing to resume
+            continue
+        info = ce.publish(source, base, filesystem=resumer, concurrency=1)
+        now = check_state(
+            checker, server_backend.strip(base), before, trees=[manifest_of(source)],
+            context=f"crash at {k}",
+        )  # fmt: skip
+        assert list(now) == [info.version], f"crash at {k}: exactly one committed export"
+        ce.verify_export(base, info.version, deep=True, filesystem=server_backend.new_fs())
+        # Every file the dead publisher proved is copied, not uploaded again.
+        assert _uploads(resumer) == n_files - proven, f"crash at {k}"
+        if proven:
+            assert f"reused {proven} staged files" in caplog.text
+
+
+def test_resume_reuses_only_what_is_proven_identical(
+    server_backend: Backend, tmp_path: Path
+) -> None:
+    source = _source(tmp_path)
+    base = server_backend.base
+    _die_before_copies(server_backend, source, base)
+    # The shard changes on disk (same size, other bytes): its staged copy must not be reused.
+    shard = source / "variables" / "variables.data-00000-of-00001"
+    shard.write_bytes(bytes(reversed(shard.read_bytes())))
+    resumer = FaultyFileSystem(server_backend.new_fs())
+    info = ce.publish(source, base, filesystem=resumer, concurrency=1)
+    uploaded = {Path(c.paths[0]).name for c in resumer.calls if c.method == "put_file"}
+    assert uploaded == {shard.name}
+    ce.verify_export(base, info.version, deep=True, filesystem=server_backend.new_fs())
+    assert {f.path: f.sha256 for f in info.files} == manifest_of(source)
+    # resume=False uploads everything again.
+    again = FaultyFileSystem(server_backend.new_fs())
+    ce.publish(source, base, filesystem=again, concurrency=1, resume=False)
+    assert _uploads(again) == len(info.files)
+
+
+def test_two_resumers_end_with_distinct_complete_versions(
+    server_backend: Backend, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="cloud_exporter.resume")
+    source = _source(tmp_path)
+    base = server_backend.base
+    dying = FaultyFileSystem(server_backend.new_fs(), crash_after=6)
+    with pytest.raises(InjectedCrash):
+        ce.publish(source, base, filesystem=dying, concurrency=1)
+    results: list[ce.ExportInfo] = []
+    errors: list[BaseException] = []
+
+    def resume() -> None:
+        try:
+            results.append(ce.publish(source, base, filesystem=server_backend.new_fs()))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=resume) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and len({r.version for r in results}) == 2
+    checker = server_backend.new_fs()
+    now = check_state(checker, server_backend.strip(base), {}, trees=[manifest_of(source)])
+    assert sorted(now) == sorted(r.version for r in results)
+    assert caplog.text.count("resumed: reused") == 2  # both copied from the dead one's staging
+    # Only the dead publisher's claim and staging are left, for prune (it cannot be proven dead).
+    staged = [p for p in checker.find(server_backend.strip(base)) if STAGING_DIRNAME in p]
+    owners = {p.split(STAGING_DIRNAME + "/")[1].split("/")[0].split(".claim")[0] for p in staged}
+    assert len(owners) == 2 and len({o.split("-")[0] for o in owners}) == 1, owners
+
+
+def test_a_transient_failure_keeps_its_uploads_for_the_resume(
+    server_backend: Backend, tmp_path: Path
+) -> None:
+    source = _source(tmp_path)
+    base = server_backend.base
+    # The third upload keeps failing past a one-attempt retry budget (network gone).
+    outage = FailOn(method="put_file", nth=3, error=None, times=None)
+    flaky = FaultyFileSystem(server_backend.new_fs(), fail_on=[outage])
+    with pytest.raises(ce.TransientStorageError):
+        ce.publish(
+            source, base, filesystem=flaky, concurrency=1, retry=ce.RetryPolicy(max_attempts=1)
+        )
+    done_before = _uploads(flaky)
+    assert done_before == 2
+    resumer = FaultyFileSystem(server_backend.new_fs())
+    info = ce.publish(source, base, filesystem=resumer, concurrency=1)
+    assert _uploads(resumer) == len(info.files) - done_before
+    ce.verify_export(base, info.version, deep=True, filesystem=server_backend.new_fs())
+    # A permanent failure cleans its staging up as before.
+    denied = FailOn(method="put_file", nth=2, error=lambda: PermissionError(13, "no"), times=None)
+    with pytest.raises(ce.PermissionDeniedError):
+        ce.publish(source, server_backend.join("denied"), filesystem=FaultyFileSystem(
+            server_backend.new_fs(), fail_on=[denied]), concurrency=1)  # fmt: skip
+    leftovers = server_backend.new_fs()
+    with contextlib.suppress(FileNotFoundError):
+        assert leftovers.find(server_backend.strip(server_backend.join("denied"))) == []
+
+
+def _die_before_copies(backend: Backend, source: Path, base: str) -> None:
+    """Publish until every upload (and record) is staged, then crash at the first copy."""
+    counting = FaultyFileSystem(backend.new_fs())
+    ce.publish(source, backend.join("count-copy"), filesystem=counting, concurrency=1)
+    mutations = [c for c in counting.calls if c.mutating]
+    first_copy = next(i for i, c in enumerate(mutations) if c.method == "cp_file")
+    with pytest.raises(InjectedCrash):
+        dying = FaultyFileSystem(backend.new_fs(), crash_after=first_copy + 1)
+        ce.publish(source, base, filesystem=dying, concurrency=1)
+
+
+def test_cli_resumes_by_default_and_no_resume_opts_out(s3_backend: Backend, tmp_path: Path) -> None:
+    import test_cli as cli_helpers  # the CLI runner (a module import: its tests stay there)
+
+    source = _source(tmp_path)
+    opts = cli_helpers.options(s3_backend)
+    for flags, reused in (([], True), (["--no-resume"], False)):
+        base = s3_backend.join(f"cli-{bool(flags)}")
+        _die_before_copies(s3_backend, source, base)
+        out = cli_helpers.cli("publish", str(source), base, "-v", *opts, *flags)
+        assert out.returncode == 0, out.stderr
+        assert ("resumed: reused 6 staged files" in out.stderr) is reused, out.stderr
+        assert len(ce.list_exports(base, storage_options=s3_backend.storage_options)) == 1
