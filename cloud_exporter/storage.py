@@ -237,6 +237,7 @@ class Storage:
         """Stream one object's bytes (a download) and return their checksums."""
 
         def read() -> Digests:
+            self.fs.invalidate_cache(path)  # a cached size or ETag may be stale
             with self.fs.open(path, "rb") as f:
                 return digest_stream(f, sha256)[0]
 
