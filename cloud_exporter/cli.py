@@ -100,7 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", parents=[common], help="verify one or every export")
     p.add_argument("base")
     p.add_argument("version", nargs="?", type=int)
-    p.add_argument("--deep", action="store_true", help="also compare SHA-256 checksums")
+    p.add_argument("--deep", action="store_true", help="also compare checksums (CRC32C)")
+    p.add_argument(
+        "--download", action="store_true", help="with --deep: re-read every file's bytes"
+    )
     p.set_defaults(run=_cmd_verify)
 
     for name in ("prune", "gc"):
@@ -198,7 +201,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     results, corrupt, missing = [], 0, 0
     for version in versions:
         try:
-            info = verify_export(args.base, version, deep=args.deep, storage_options=options)
+            info = verify_export(
+                args.base, version, deep=args.deep, download=args.download, storage_options=options
+            )
             results.append({"version": version, "ok": True, "uri": info.uri})
         except (CorruptExportError, ExportNotFoundError) as exc:
             corrupt += isinstance(exc, CorruptExportError)

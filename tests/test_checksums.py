@@ -183,3 +183,15 @@ def test_an_upload_rejected_every_time_raises_and_commits_nothing(server_backend
         ce.publish(source, server_backend.base, filesystem=fs)
     assert rule.fired == 3
     assert ce.list_exports(server_backend.base, filesystem=server_backend.new_fs()) == []
+
+
+def test_cli_verify_download_rereads_and_finds_corruption(server_backend, source):
+    from test_cli import cli, options
+
+    info = ce.publish(source, server_backend.base, filesystem=server_backend.fs)
+    opts = options(server_backend)
+    ok = cli("verify", server_backend.base, str(info.version), "--deep", "--download", *opts)
+    assert ok.returncode == 0, ok.stderr
+    _corrupt(server_backend, info)
+    bad = cli("verify", server_backend.base, str(info.version), "--deep", "--download", *opts)
+    assert bad.returncode != 0 and "checksum mismatch" in bad.stderr
