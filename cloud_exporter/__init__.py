@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .adopt import adopt_exports
 from .errors import (
     CloudExporterError,
     CorruptExportError,
@@ -49,6 +50,7 @@ __all__ = [
     "TransientStorageError",
     "VersionConflictError",
     "__version__",
+    "adopt_exports",
     "latest_export",
     "list_exports",
     "prune",

@@ -33,6 +33,7 @@ from .marker import MAX_MARKER_BYTES, ExportInfo, parse_marker
 from .policies import metric_value
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .storage import Storage, resolve
+from .untrusted import load_json
 
 log = logging.getLogger(__name__)
 
@@ -236,14 +237,17 @@ def _take_note(storage: Storage, dst: str, info: ExportInfo, stale_seconds: floa
     for _ in range(2):
         if storage.create_exclusive(path, note):
             return note
+        # A note that does not parse is not a live promotion's (notes are written whole).
+        # Otherwise age it by the store's clock: its modification time against a probe's.
         try:
-            started = float(json.loads(storage.read_bytes(path, 1 << 16) or b"")["started"])
-        except (ValueError, KeyError, TypeError):
-            started = 0.0
-        if time.time() - started < stale_seconds:
+            valid = "started" in load_json(storage.read_bytes(path, 1 << 16) or b"", 1 << 16)
+        except (ValueError, TypeError):
+            valid = False
+        started = storage.mtime_of(path) if valid else None
+        if started is not None and storage.store_now(dst) - started < stale_seconds:
             raise VersionConflictError(
-                f"{storage.uri(dst)} is being promoted into since {started:.0f} (Unix time); "
-                f"wait, or delete {PENDING_NAME} there if that promotion died"
+                f"{storage.uri(dst)} is being promoted into since {started:.0f} (Unix time, "
+                f"store clock); wait, or delete {PENDING_NAME} there if that promotion died"
             )
         log.warning("taking over the stale promotion note in %s", storage.uri(dst))
         storage.delete_one(path)
@@ -306,7 +310,7 @@ def read_promoted(
     if data is None:
         return None
     try:
-        version = json.loads(data).get("version")
+        version = load_json(data, MAX_MARKER_BYTES).get("version")
     except (ValueError, AttributeError):
         version = None
     if not isinstance(version, int):

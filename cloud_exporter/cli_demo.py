@@ -6,10 +6,15 @@ It imports TensorFlow (only here, not at package import).
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
 import tempfile
+import warnings
+from collections.abc import Callable, Sequence
 
-from .cli_format import format_table
+from .cli_format import format_table, terminal_width
+from .errors import CloudExporterError
 from .exports import list_exports, verify_export
 from .publish import publish
 
@@ -41,9 +46,52 @@ def predict(export_uri: str, x: float) -> float:
     return float(out["y"].numpy()[0])
 
 
-def run_demo(base: str, count: int = 4, keep: int = 3, as_json: bool = False) -> int:
+def quiet_tensorflow(argv: Sequence[str] | None = None) -> None:
+    """Keep TensorFlow's C++ log lines, absl warnings and Python deprecation warnings out.
+
+    Call it before TensorFlow is imported. Does nothing when ``argv`` has ``--verbose``/``-v``.
+    """
+    if argv is not None and ({"--verbose", "-v"} & set(argv)):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # its startup notice is a log line
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="tensorflow|keras|absl")
+    for name in ("tensorflow", "absl", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:
+        pass
+
+
+def run_main(main: Callable[[], int], argv: Sequence[str] | None = None) -> int:
+    """Run a script's ``main``: an error ends in one ``error: ...`` line and the CLI's exit code.
+
+    ``--verbose``/``-v`` in ``argv`` (default ``sys.argv``) adds INFO logs and tracebacks.
+    """
+    from .cli import EXIT_CODES
+
+    verbose = bool({"--verbose", "-v"} & set(sys.argv if argv is None else argv))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    try:
+        return main()
+    except CloudExporterError as exc:
+        if verbose:
+            logging.getLogger("cloud_exporter.cli").exception("failed")
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return next(code for kind, code in EXIT_CODES if isinstance(exc, kind))
+
+
+def run_demo(
+    base: str, count: int = 4, keep: int = 3, as_json: bool = False, verbose: bool = False
+) -> int:
     """Publish ``count`` versions to ``base`` keeping ``keep``; print the table; verify all."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not verbose:
+        quiet_tensorflow()
     with tempfile.TemporaryDirectory(prefix="cloud-exporter-demo-") as tmp:
         notes = os.path.join(tmp, "notes.txt")
         with open(notes, "w") as f:
@@ -69,7 +117,7 @@ def run_demo(base: str, count: int = 4, keep: int = 3, as_json: bool = False) ->
         print(json.dumps(doc, indent=2))
         return 0
     print()
-    print(format_table(verified))
+    print(format_table(verified, terminal_width()))
     print()
     print(f"verified {len(verified)} exports (sizes and SHA-256 checksums)")
     print(f"latest {latest.version} loaded with TensorFlow: y(2.0) = {y:g}")

@@ -112,9 +112,29 @@ def upload_hashed(plan: Plan, prefix: str, files: list[SourceFile], record: list
 
 
 def write_marker(plan: Plan) -> None:
-    """Check the version directory against the manifest, then create the marker if absent."""
+    """Check the version directory against the manifest, create the marker if absent, then
+    check again: whatever removed files in the window between the first check and the marker
+    (a pruner that judged them orphans) is caught, and the marker withdrawn."""
     storage = plan.storage
-    entries = storage.list_tree(plan.target)
+    _check_in_place(plan, "before commit")
+    path = marker_path(plan.base, plan.version)
+    data = plan.marker_bytes()
+    # Not created and not ours (a retried create whose answer was lost reads back as ours).
+    if not storage.create_exclusive(path, data) and storage.read_bytes(path, len(data)) != data:
+        raise VersionConflictError(
+            f"{storage.uri(path)} was committed by another writer; publish again with a new version"
+        )
+    try:
+        _check_in_place(plan, "after commit")
+    except CorruptExportError:
+        storage.delete_one(path)
+        raise
+
+
+def _check_in_place(plan: Plan, when: str) -> None:
+    """CorruptExportError unless the version directory holds exactly the manifest's files."""
+    storage = plan.storage
+    entries = [e for e in storage.list_tree(plan.target) if e.relpath != MARKER_NAME]
     listed = {e.relpath: e.size for e in entries}
     expected = {r.path: r.size for r in plan.manifest()}
     # Where the listing carries the store's CRC32C (GCS), compare it too: no extra request.
@@ -135,20 +155,10 @@ def write_marker(plan: Plan) -> None:
         extra = sorted(set(listed) - set(expected))[:5]
         wrong = sorted(p for p in expected if listed.get(p) != expected[p])[:5]
         raise CorruptExportError(
-            f"{storage.uri(plan.target)} does not match the manifest before commit "
-            f"(unexpected {extra}, missing or wrong size {wrong}); nothing was committed: "
-            "publish again with a new version"
+            f"{storage.uri(plan.target)} does not match the manifest {when} (unexpected "
+            f"{extra}, missing or wrong size {wrong}); nothing was committed: publish again "
+            "with a new version"
         )
-    path = marker_path(plan.base, plan.version)
-    data = plan.marker_bytes()
-    if storage.create_exclusive(path, data):
-        return
-    existing = storage.read_bytes(path, len(data))
-    if existing == data:  # our own earlier attempt went through; its answer was lost
-        return
-    raise VersionConflictError(
-        f"{storage.uri(path)} was committed by another writer; publish again with a new version"
-    )
 
 
 class StagedCopy:

@@ -20,10 +20,12 @@ try:
     _StockExporter = tf.estimator.Exporter
 except (ImportError, AttributeError) as _exc:  # TF >= 2.16 has no tf.estimator
     raise ImportError(
-        "cloud_exporter.estimator needs TensorFlow <= 2.15 with tensorflow-estimator "
-        "(tf.estimator was removed in TF 2.16); with Keras use cloud_exporter.keras"
+        "cloud_exporter.estimator needs TensorFlow 2.15 with tensorflow-estimator (tf.estimator "
+        "was removed in TF 2.16): pip install tensorflow-cpu==2.15.1 tensorflow-estimator==2.15.0 "
+        "'cloud-exporter[gcs,s3,estimator]'; with Keras 3 use cloud_exporter.keras"
     ) from _exc
 
+from ._stock_compat import collect_stock_exports, fetch_assets
 from ._tfutil import (
     TaskRole,
     export_location,
@@ -40,6 +42,7 @@ from .marker import ExportInfo, check_metadata
 from .publish import MODES, publish
 from .retention import prune
 from .retry import DEFAULT_RETRY, RetryPolicy
+from .storage import Storage, resolve
 
 __all__ = ["BestExporter", "FinalExporter", "LatestExporter"]
 
@@ -162,9 +165,17 @@ class _PublishingExporter(_StockExporter):
         return export_path.decode() if isinstance(export_path, bytes) else str(export_path)
 
     def _role(self, estimator: Any) -> TaskRole:
-        return resolve_role(
-            self._is_chief, role_from_run_config(getattr(estimator, "config", None))
-        )
+        config = getattr(estimator, "config", None)
+        if isinstance(config, tf.estimator.RunConfig):
+            detected = role_from_run_config(config)
+        else:  # e.g. Mock(spec=Estimator) in unit tests
+            log.debug(
+                "%s: estimator.config is %s, not a RunConfig; acting as the single chief",
+                self._name,
+                type(config).__name__,
+            )
+            detected = TaskRole()
+        return resolve_role(self._is_chief, detected)
 
     def _target(self, estimator: Any, export_path: str) -> tuple[str, TaskRole] | None:
         """(base, role) when this task publishes; None (logged) on the other workers."""
@@ -182,7 +193,8 @@ class _PublishingExporter(_StockExporter):
         eval_result: Mapping[str, Any] | None,
         is_the_final_export: bool,
         role: TaskRole,
-    ) -> ExportInfo:
+    ) -> tuple[ExportInfo, Any]:
+        """Export, publish; (what was published, what ``export_saved_model`` returned)."""
         metadata = merged_metadata(
             self._metadata,
             {
@@ -204,13 +216,27 @@ class _PublishingExporter(_StockExporter):
                 checkpoint_path=checkpoint_path,
             )
             source = written.decode() if isinstance(written, bytes) else str(written)
-            return publish(
-                source, base, assets_extra=self._assets_extra, metadata=metadata, **self._storage
-            )
+            assets = fetch_assets(self._assets_extra, tmp, self._storage["retry"])
+            info = publish(source, base, assets_extra=assets, metadata=metadata, **self._storage)
+        return info, written
+
+    def _options(self) -> dict[str, Any]:
+        return {k: v for k, v in self._storage.items() if k != "mode"}
+
+    def _collect(self, base: str, keep: int) -> None:
+        """Stock GC: drop the oldest complete stock exports beyond ``keep`` (ours counted)."""
+        options = self._options()
+        try:
+            fs, root = resolve(base, options["filesystem"], options["storage_options"])
+            ours = [e.version for e in list_exports(base, **options)]
+        except StorageError as exc:
+            log.error("%s: cannot list %s for stock exports (%s)", self._name, base, exc)
+            return
+        collect_stock_exports(Storage(fs, options["retry"]), root, keep, ours, self._name)
 
     def _prune(self, base: str, keep: int, pinned: Sequence[int] = ()) -> None:
         """Prune after a committed export; a storage failure is logged, the next export retries."""
-        options = {k: v for k, v in self._storage.items() if k != "mode"}
+        options = self._options()
         try:
             prune(base, keep=keep, pinned=pinned, **options)
         except StorageError as exc:
@@ -220,6 +246,12 @@ class _PublishingExporter(_StockExporter):
                 base,
                 exc,
             )
+
+
+def _returned(base: str, info: ExportInfo, written: Any) -> str | bytes:
+    """The published location, as bytes when the estimator returned bytes (as stock does)."""
+    location = export_location(base, info)
+    return location.encode() if isinstance(written, bytes) else location
 
 
 def _global_step(eval_result: Mapping[str, Any] | None, checkpoint_path: str | None) -> int | None:
@@ -259,17 +291,18 @@ class LatestExporter(_PublishingExporter):
         checkpoint_path: str | None,
         eval_result: Mapping[str, Any] | None,
         is_the_final_export: bool,
-    ) -> str | None:
+    ) -> str | bytes | None:
         target = self._target(estimator, export_path)
         if target is None:
             return None
         base, role = target
-        info = self._publish(
+        info, written = self._publish(
             estimator, base, checkpoint_path, eval_result, is_the_final_export, role
         )
         if self._exports_to_keep is not None:
             self._prune(base, self._exports_to_keep)
-        return export_location(base, info)
+            self._collect(base, self._exports_to_keep)
+        return _returned(base, info, written)
 
 
 class FinalExporter(_PublishingExporter):
@@ -298,15 +331,15 @@ class FinalExporter(_PublishingExporter):
         checkpoint_path: str | None,
         eval_result: Mapping[str, Any] | None,
         is_the_final_export: bool,
-    ) -> str | None:
+    ) -> str | bytes | None:
         if not is_the_final_export:
             return None
         target = self._target(estimator, export_path)
         if target is None:
             return None
         base, role = target
-        info = self._publish(estimator, base, checkpoint_path, eval_result, True, role)
-        return export_location(base, info)
+        info, written = self._publish(estimator, base, checkpoint_path, eval_result, True, role)
+        return _returned(base, info, written)
 
 
 class BestExporter(_PublishingExporter):
@@ -349,7 +382,7 @@ class BestExporter(_PublishingExporter):
         checkpoint_path: str | None,
         eval_result: Mapping[str, Any] | None,
         is_the_final_export: bool,
-    ) -> str | None:
+    ) -> str | bytes | None:
         target = self._target(estimator, export_path)
         if target is None:
             return None
@@ -360,18 +393,19 @@ class BestExporter(_PublishingExporter):
         ):
             log.info("%s: not better than version %d; no export", self._name, records[-1].version)
             return None
-        info = self._publish(
+        info, written = self._publish(
             estimator, base, checkpoint_path, eval_result, is_the_final_export, role
         )
         if self._exports_to_keep is not None:
             previous = [r.version for r in records]
             keep_previous = previous[max(0, len(previous) - (self._exports_to_keep - 1)) :]
             self._prune(base, 1, pinned=[*keep_previous, info.version])
-        return export_location(base, info)
+            self._collect(base, self._exports_to_keep)
+        return _returned(base, info, written)
 
     def best_exports(self, base: str) -> list[ExportInfo]:
         """The published exports that each beat all before them, oldest first (last = best)."""
-        options = {k: v for k, v in self._storage.items() if k != "mode"}
+        options = self._options()
         chain: list[ExportInfo] = []
         for info in list_exports(base, **options):
             metrics = info.metadata.get("metrics")

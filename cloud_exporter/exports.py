@@ -15,7 +15,7 @@ from .errors import CorruptExportError, ExportNotFoundError
 from .layout import MARKER_NAME, marker_path, parse_version, version_dir
 from .marker import MAX_MARKER_BYTES, ExportInfo, FileRecord, parse_marker
 from .retry import DEFAULT_RETRY, RetryPolicy
-from .storage import TRANSFER_CHUNK, Entry, Storage, resolve
+from .storage import Entry, Storage, resolve
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +139,9 @@ def verify_export(
     Intact means: the marker validates and the version directory holds exactly its files with
     their sizes. ``deep=True`` also compares each file's checksum with the manifest, without
     reading its bytes where the store keeps a CRC32C (GCS: from the listing; S3: HeadObject with
-    ChecksumMode). An object that should carry the CRC32C this library declared but carries
-    none was rewritten after the commit and counts as corrupt. Files with no stored CRC32C to
-    compare (local disk, memory, version-1 markers, S3 multipart uploads) are read and hashed,
+    ChecksumMode). A GCS object without crc32c counts as corrupt. Files with no stored CRC32C
+    to compare (local disk, memory, version-1 markers, S3 multipart or foreign uploads, an S3
+    object rewritten without a checksum) are read and hashed,
     with a warning on object stores. ``download=True`` re-reads every file's bytes. The
     returned info's ``verified_by`` says which method checked each file.
     """
@@ -160,6 +160,8 @@ def verify_export(
     if not problems and deep:
         problems, methods = _checksum_problems(storage, root, info, download)
     if problems:
+        if storage.read_bytes(marker_path(root, version), 0) is None:
+            read_export(storage, root, version)  # pruned meanwhile: ExportNotFoundError
         raise CorruptExportError(
             f"export {info.uri} is not intact: {'; '.join(problems[:10])}; publish it again or "
             "delete it with 'cloud-exporter prune'"
@@ -197,7 +199,11 @@ def _checksum_problems(
         )
 
     def check(record: FileRecord) -> None:
-        digests = storage.read_digests(f"{root}/{record.path}", record.sha256 is not None)
+        try:
+            digests = storage.read_digests(f"{root}/{record.path}", record.sha256 is not None)
+        except FileNotFoundError:
+            problems.append(f"missing {record.path}")
+            return
         methods[record.path] = "read"
         if not digests.matches(record):
             problems.append(f"{record.path} checksum mismatch")
@@ -207,7 +213,6 @@ def _checksum_problems(
 
 
 def _declared(storage: Storage, record: FileRecord) -> bool:
-    """Did publish declare this file's CRC32C to the store (so that the store must keep it)?"""
-    if record.crc32c is None:
-        return False
-    return storage.kind == "gcs" or (storage.kind == "s3" and record.size < 2 * TRANSFER_CHUNK)
+    """Must the store hold a CRC32C for this object? GCS computes one for every object. On S3
+    only a declared checksum is kept, and adopted or foreign uploads declare none: read those."""
+    return record.crc32c is not None and storage.kind == "gcs"

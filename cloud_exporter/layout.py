@@ -24,7 +24,10 @@ SAVED_MODEL_NAMES = ("saved_model.pb", "saved_model.pbtxt")
 ASSETS_EXTRA_DIRNAME = "assets.extra"
 STOCK_TEMP_PREFIX = "temp-"
 
-_VERSION_NAME = re.compile(r"^[0-9]{1,19}$")
+# TF Serving parses version names as int64; only canonical decimals name a version here, so
+# "0042" (which TF Serving would read as 42, beside a real 42) is foreign, never merged with it.
+MAX_VERSION = 2**63 - 1
+_VERSION_NAME = re.compile(r"^(0|[1-9][0-9]{0,18})$")
 
 
 def join(*parts: str) -> str:
@@ -33,8 +36,8 @@ def join(*parts: str) -> str:
 
 
 def parse_version(name: str) -> int | None:
-    """The integer version a directory name denotes, or None (as TF Serving parses it)."""
-    if _VERSION_NAME.match(name):
+    """The version a directory name denotes: a canonical decimal within int64, else None."""
+    if _VERSION_NAME.match(name) and int(name) <= MAX_VERSION:
         return int(name)
     return None
 

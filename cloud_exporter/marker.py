@@ -16,6 +16,7 @@ from typing import Any
 from .errors import CorruptExportError, InvalidArgumentError
 from .layout import MARKER_NAME, SAVED_MODEL_NAMES
 from .source import check_relative_path
+from .untrusted import check_depth, load_json
 
 FORMAT = "cloud-exporter-marker"
 FORMAT_VERSION = 2  # 2: per-file crc32c, sha256 optional; 1: sha256 only (still read)
@@ -23,6 +24,7 @@ READ_VERSIONS = (1, 2)
 MAX_MARKER_BYTES = 16 << 20
 MAX_FILES = 200_000
 MAX_FILE_SIZE = 1 << 44  # 16 TiB, beyond any object store's object limit
+MAX_METADATA_DEPTH = 32  # what publish accepts; readers allow the marker's own 2 levels more
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CRC32C = re.compile(r"^[0-9a-f]{8}$")
 CHECKSUMS = ("crc32c", "sha256")
@@ -129,6 +131,10 @@ def check_metadata(metadata: object) -> dict[str, Any]:
         return {}
     if not isinstance(metadata, dict):
         raise InvalidArgumentError(f"metadata must be a dict of JSON values, got {metadata!r}")
+    try:
+        check_depth(metadata, MAX_METADATA_DEPTH)
+    except ValueError as exc:
+        raise InvalidArgumentError(f"metadata is {exc}; flatten it") from None
     encode_marker(0, 0.0, [], metadata, "", "")
     return json.loads(json.dumps(metadata))
 
@@ -142,12 +148,10 @@ def parse_marker(data: bytes, expected_version: int, uri: str) -> ExportInfo:
             "(delete the version directory or publish again)"
         )
 
-    if len(data) > MAX_MARKER_BYTES:
-        raise bad(f"larger than {MAX_MARKER_BYTES} bytes")
     try:
-        doc = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise bad(f"not valid JSON ({exc})") from None
+        doc = load_json(data, MAX_MARKER_BYTES, MAX_METADATA_DEPTH + 2)
+    except ValueError as exc:
+        raise bad(str(exc)) from None
     if not isinstance(doc, dict) or set(doc) != _KEYS:
         raise bad("unexpected structure or keys")
     fmt_version = doc["format_version"]
@@ -213,7 +217,3 @@ _V2_KEYS = [{"path", "size", "crc32c"}, {"path", "size", "crc32c", "sha256"}]
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not allowed")

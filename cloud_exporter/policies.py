@@ -26,7 +26,7 @@ def check_keep(keep: object) -> None:
         return
     if not isinstance(keep, int) or isinstance(keep, bool) or keep <= 0:
         raise InvalidArgumentError(
-            f"keep must be a positive int (or None to keep everything), got {keep!r}"
+            f"keep must be a positive whole number (or None to keep every export), got {keep!r}"
         )
 
 
@@ -38,7 +38,7 @@ class KeepNewest:
 
     def select(self, exports: Sequence[ExportInfo]) -> dict[int, str]:
         chosen = exports if self.n is None else exports[-self.n :]
-        label = "keep=None" if self.n is None else f"newest {self.n}"
+        label = "no limit on how many" if self.n is None else f"newest {self.n}"
         return {e.version: label for e in chosen}
 
 
@@ -100,14 +100,25 @@ class KeepPinned:
 
 
 def metric_value(export: ExportInfo, metric: str) -> float | None:
-    """A finite numeric metric from the marker metadata (top level or under 'metrics')."""
-    for source in (export.metadata, export.metadata.get("metrics")):
-        if isinstance(source, dict):
-            value = source.get(metric)
-            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if numeric and math.isfinite(value):
-                return float(value)
+    """A finite numeric metric from the marker metadata.
+
+    Looked up as a top-level key, then as a dotted path (``metrics.loss`` -> metadata
+    ["metrics"]["loss"]), then under ``metrics``.
+    """
+    meta = export.metadata
+    for value in (meta.get(metric), _dotted(meta, metric), _dotted(meta.get("metrics"), metric)):
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if numeric and math.isfinite(value):
+            return float(value)
     return None
+
+
+def _dotted(source: object, path: str) -> object:
+    for part in path.split("."):
+        if not isinstance(source, dict):
+            return None
+        source = source.get(part)
+    return source
 
 
 def build_policies(

@@ -12,7 +12,7 @@ from typing import Any
 from . import __version__
 from .commit import Plan, choose_strategy, our_marker_committed
 from .errors import InvalidArgumentError, VersionConflictError
-from .layout import claim_path, marker_path, parse_version, staging_root
+from .layout import MAX_VERSION, claim_path, marker_path, parse_version, staging_root
 from .marker import CHECKSUMS, ExportInfo, check_metadata, parse_marker
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .source import scan_source
@@ -21,7 +21,6 @@ from .storage import Storage, resolve
 log = logging.getLogger(__name__)
 
 MODES = ("staged", "direct")
-MAX_VERSION = 10**19 - 1
 _MAX_BUMPS = 1000
 
 
@@ -89,8 +88,12 @@ def check_version(version: object) -> None:
         return
     if not isinstance(version, int) or isinstance(version, bool):
         raise InvalidArgumentError(f"version must be an int, got {version!r}")
-    if not 0 <= version <= MAX_VERSION:
-        raise InvalidArgumentError(f"version must be in [0, {MAX_VERSION}], got {version}")
+    if not 0 <= version < MAX_VERSION:
+        raise InvalidArgumentError(
+            f"version must be in [0, {MAX_VERSION - 1}], got {version}: TF Serving reads versions "
+            "as int64, and the next automatic version must still fit; pick a smaller version "
+            "(automatic versions are Unix seconds) or omit it"
+        )
 
 
 def claim_version(storage: Storage, base: str, requested: int | None, writer_id: str) -> int:
@@ -111,6 +114,12 @@ def claim_version(storage: Storage, base: str, requested: int | None, writer_id:
     first_guess = max(_listed_versions(storage, base), default=-1) + 1
     candidate = max(int(time.time()), first_guess)
     for _ in range(_MAX_BUMPS):
+        if candidate > MAX_VERSION:
+            raise VersionConflictError(
+                f"no automatic version is left under {storage.uri(base)}: the next one would be "
+                f"{candidate}, beyond int64 ({MAX_VERSION}), which TF Serving cannot read; "
+                "publish to a new base, or delete or renumber the highest versions"
+            )
         retry_at = _try_claim(storage, base, candidate, writer_id, newest=True)
         if retry_at is None:
             return candidate

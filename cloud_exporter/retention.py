@@ -9,13 +9,15 @@ Safety rules: decisions rest on a fresh listing plus the markers read back just 
 listing entry whose marker is gone is not counted as kept); an export the listing does not show
 is never touched; deletes that find nothing count as done; orphans (staging, claims, unmarked
 version directories of our crashed publishes, stock ``temp-*`` dirs) are removed only when every
-object in them is older than ``grace_seconds``.
+object in them is older than ``grace_seconds`` by the store's own clock (a probe object's
+modification time), never by this machine's clock, which may be hours off.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -24,7 +26,12 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import PermissionDeniedError, PruneIncompleteError, StorageError
+from .errors import (
+    InvalidArgumentError,
+    PermissionDeniedError,
+    PruneIncompleteError,
+    StorageError,
+)
 from .exports import BaseListing, list_base, scan_exports
 from .layout import (
     CLAIM_SUFFIX,
@@ -34,16 +41,20 @@ from .layout import (
     is_saved_model_file,
     join,
     marker_path,
+    parse_version,
     version_dir,
 )
 from .policies import KeepBest, build_policies, select_kept
 from .retry import DEFAULT_RETRY, RetryPolicy
-from .storage import Entry, Storage, resolve
+from .storage import CLOCK_PROBE_PREFIX, Entry, Storage, resolve
+from .untrusted import load_json
 
 log = logging.getLogger(__name__)
-_STAGED_NAME = re.compile(r"^([0-9]{1,19})(?:\.claim$|-)")
+_STAGED_NAME = re.compile(r"^(0|[1-9][0-9]{0,18})(?:\.claim$|-)")
 _JOURNAL_NAME = re.compile(r"^prune-[0-9]+-[0-9a-f]+\.json$")
 _JOURNAL_FORMAT = "cloud-exporter-prune-journal"
+_MAX_JOURNAL_BYTES = 1 << 20
+UNMARKED_REASON = "no marker (never committed, or its marker was deleted): left alone"
 
 
 @dataclass
@@ -76,7 +87,11 @@ class _Orphan:
 
     def add(self, path: str, entry: Entry, bucket: list[str]) -> None:
         bucket.append(path)
-        self.newest = max(self.newest, entry.mtime or time.time())
+        self.touch(entry)
+
+    def touch(self, entry: Entry) -> None:
+        """An object without a modification time makes the group young forever."""
+        self.newest = max(self.newest, math.inf if entry.mtime is None else entry.mtime)
 
 
 def prune(
@@ -98,8 +113,10 @@ def prune(
     finishes. ``dry_run`` mutates nothing and reports exactly what a real run would delete.
     """
     policies = build_policies(keep, keep_every_hours, keep_best, pinned)
-    if grace_seconds < 0:
-        raise ValueError(f"grace_seconds must be >= 0, got {grace_seconds!r}")
+    if not isinstance(grace_seconds, (int, float)) or not grace_seconds >= 0:
+        raise InvalidArgumentError(
+            f"grace_seconds must be a number >= 0 (seconds an orphan waits), got {grace_seconds!r}"
+        )
     fs, root = resolve(base, filesystem, storage_options)
     storage = Storage(fs, retry)
     report = PruneReport(base=storage.uri(root), dry_run=dry_run)
@@ -110,7 +127,13 @@ def prune(
     doomed = [e.version for e in exports if e.version not in report.kept]
     journals = _read_journals(storage, root, listing)
     orphans = _find_orphans(storage, root, listing, {e.version for e in exports}, invalid, journals)
-    now = time.time()
+    # The store's clock when there is something to age (dry runs write nothing: local clock).
+    if not orphans:
+        now = 0.0
+    elif dry_run:
+        now = time.time()
+    else:
+        now = storage.store_now(join(root, STAGING_DIRNAME))
     ripe = [o for o in orphans if now - o.newest >= grace_seconds]
     report.orphans_waiting = [o.name for o in orphans if now - o.newest < grace_seconds]
     report.deleted = doomed
@@ -118,7 +141,7 @@ def prune(
     ours = {_version_of(o.name) for o in orphans}
     for version, files in listing.versions.items():
         if MARKER_NAME not in files and version not in ours:
-            report.skipped[version] = "unmarked directory not written by cloud_exporter: left alone"
+            report.skipped[version] = UNMARKED_REASON
     if dry_run:
         return report
     try:
@@ -127,9 +150,9 @@ def prune(
             storage.create_exclusive(journal, _journal_bytes(doomed))
         _delete_exports(storage, root, listing, doomed)
         _delete_orphans(storage, root, ripe)
-        if journal and storage.is_local:  # object stores: the next prune drops it in its batch
+        if journal:  # done: a journal the next prune finds is a crashed prune's
             storage.delete_one(journal)
-            storage.remove_dir_if_empty(join(root, STAGING_DIRNAME))
+        storage.remove_dir_if_empty(join(root, STAGING_DIRNAME))
     except PermissionDeniedError:
         raise  # running prune again cannot help: the credentials lack a permission
     except StorageError as exc:
@@ -196,7 +219,7 @@ def _staged_version(relpath: str) -> int | None:
     is for; None for anything else."""
     head, _, rest = relpath.partition("/")
     match = _STAGED_NAME.match(rest.split("/", 1)[0]) if head == STAGING_DIRNAME else None
-    return int(match.group(1)) if match else None
+    return parse_version(match.group(1)) if match else None
 
 
 def _find_orphans(
@@ -221,11 +244,14 @@ def _find_orphans(
             )
             if rest.endswith(CLAIM_SUFFIX) and "/" not in rest:
                 group.claim = path
-                group.newest = max(group.newest, entry.mtime or time.time())
+                group.touch(entry)
             else:
                 group.add(path, entry, group.rest)
         elif head.startswith(STOCK_TEMP_PREFIX) and head[len(STOCK_TEMP_PREFIX) :].isdigit():
             group = groups.setdefault(head, _Orphan(storage.uri(join(base, head))))
+            group.add(path, entry, group.rest)
+        elif head == STAGING_DIRNAME and rest.startswith(CLOCK_PROBE_PREFIX) and "/" not in rest:
+            group = groups.setdefault(path, _Orphan(storage.uri(path)))  # a died prune's probe
             group.add(path, entry, group.rest)
     for path, versions in journals.items():
         if not versions & set(listing.versions):  # its prune finished: the journal can go
@@ -282,9 +308,11 @@ def _read_journals(storage: Storage, base: str, listing: BaseListing) -> dict[st
         if not _JOURNAL_NAME.match(name):
             continue
         path = join(base, entry.relpath)
-        data = storage.read_bytes(path, 1 << 20)
+        data = storage.read_bytes(path, _MAX_JOURNAL_BYTES)
         try:
-            doc = json.loads(data or b"")
+            doc = load_json(data or b"", _MAX_JOURNAL_BYTES)
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
             versions = doc["versions"] if doc.get("format") == _JOURNAL_FORMAT else None
             if not isinstance(versions, list) or not all(
                 isinstance(v, int) and not isinstance(v, bool) for v in versions
@@ -298,8 +326,7 @@ def _read_journals(storage: Storage, base: str, listing: BaseListing) -> dict[st
 
 
 def _version_of(name: str) -> int | None:
-    tail = name.rstrip("/").rsplit("/", 1)[-1]
-    return int(tail) if tail.isdigit() else None
+    return parse_version(name.rstrip("/").rsplit("/", 1)[-1])
 
 
 def _delete_orphans(storage: Storage, base: str, orphans: list[_Orphan]) -> None:

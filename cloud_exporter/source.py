@@ -59,6 +59,12 @@ def scan_source(
             f"{root} has no saved_model.pb or saved_model.pbtxt at its top: pass the directory "
             "that tf.saved_model.save / model.export wrote"
         )
+    for name in SAVED_MODEL_NAMES:
+        if name in files and files[name].size == 0:
+            raise InvalidSourceError(
+                f"{files[name].local_path} is empty (0 bytes), so {root} is not a SavedModel that "
+                "TF Serving or tf.saved_model.load can read: export the model again"
+            )
     for extra in _assets_extra(assets_extra):
         if extra.relpath in files:
             raise InvalidArgumentError(

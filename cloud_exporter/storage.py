@@ -2,7 +2,12 @@
 
 Every call goes through the RetryPolicy; transfers run on a bounded thread pool (fsspec's async
 backends multiplex them on their own event loop). Callers get plain values back and never see a
-cached listing.
+cached listing: every read first drops what the (possibly shared) filesystem instance cached for
+that path, its parents and everything below it.
+
+Paths are literal. fsspec reads ``*``, ``?`` and ``[`` as glob patterns in its batch calls
+(``rm``, ``cat``, ``copy``, ``expand_path``); paths that hold one go through the per-object calls
+instead, which take them as they are.
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ import logging
 import os
 import shutil
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from glob import has_magic
 from typing import Any, TypeVar
 
 import fsspec
@@ -27,6 +34,7 @@ from .errors import (
     InvalidArgumentError,
     LocationNotFoundError,
     PermissionDeniedError,
+    StorageError,
 )
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .source import Digests, crc32c_b64, crc32c_hex, digest_stream, hash_file, read_hashed
@@ -37,6 +45,7 @@ T = TypeVar("T")
 TRANSFER_CHUNK = 8 << 20  # multipart part size; files up to this size go in one request
 GCS_RESUMABLE_CHUNK = 32 << 20  # gcsfs sends a resumable upload's chunks one at a time
 PARTS_IN_FLIGHT = 4  # concurrent parts of the one large upload allowed at a time (s3fs)
+CLOCK_PROBE_PREFIX = ".cloud-exporter-clock-"  # store_now's probe objects (orphans if it dies)
 DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1000 keys per request
 # memory:// lives in this process: a lock makes its creates exclusive (reentrant, so that a test
 # hook may publish from inside a create).
@@ -79,10 +88,7 @@ def resolve(
                 "s3://, file://, memory:// or a local path"
             ) from exc
         except ImportError as exc:
-            raise InvalidArgumentError(
-                f"the backend for {base!r} is not installed ({exc}): install "
-                "'cloud-exporter[gcs]' for gs:// or 'cloud-exporter[s3]' for s3://"
-            ) from exc
+            raise InvalidArgumentError(_missing_backend(base, exc)) from exc
     path = path.rstrip("/")
     if not path:
         raise InvalidArgumentError(
@@ -90,6 +96,24 @@ def resolve(
             "gs://bucket/models/NAME so exports do not mix with other data"
         )
     return filesystem, path
+
+
+_EXTRAS = {"gs": "gcs", "gcs": "gcs", "s3": "s3", "s3a": "s3"}
+
+
+def _missing_backend(base: str, exc: ImportError) -> str:
+    """One line naming what is missing: the extra for gs:// and s3://, else the module."""
+    scheme = _scheme(base)
+    extra = _EXTRAS.get(scheme)
+    if extra is not None:
+        return (
+            f"the {scheme}:// backend for {base!r} is not installed ({exc}): "
+            f"pip install 'cloud-exporter[{extra}]'"
+        )
+    return (
+        f"{scheme}:// in {base!r} needs an fsspec backend that is not installed ({exc}); "
+        "cloud_exporter is tested with gs://, s3://, file:// and memory://"
+    )
 
 
 def _scheme(uri: str) -> str:
@@ -130,12 +154,21 @@ class Storage:
     def _call(self, what: str, path: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         try:
             return self.retry.call(f"{what} {self.uri(path)}", fn, *args, **kw)
-        except OSError as exc:
-            if not is_permission_denied(exc):
+        except (FileNotFoundError, FileExistsError):
+            raise  # answers, not failures: each caller decides what they mean
+        except Exception as exc:
+            if not isinstance(exc, OSError) and type(exc).__name__ not in _BACKEND_ERRORS:
                 raise
-            raise PermissionDeniedError(
-                f"permission denied to {what} {self.uri(path)}: grant the training identity "
-                "object create/get/list/delete on the export prefix (see terraform/)"
+            if isinstance(exc, OSError) and is_permission_denied(exc):
+                raise PermissionDeniedError(
+                    f"permission denied to {what} {self.uri(path)}: grant the training identity "
+                    "object create/get/list/delete on the export prefix (see terraform/)"
+                ) from exc
+            if _is_empty_range(exc):
+                raise
+            raise StorageError(
+                f"cannot {what} {self.uri(path)}: {exc}; the storage service refused the "
+                "request (check the URI, the endpoint and the storage options)"
             ) from exc
 
     def _write(self, what: str, path: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
@@ -151,10 +184,20 @@ class Storage:
             "not visible to these credentials); create the bucket (see terraform/) or fix the URI"
         )
 
+    def forget(self, path: str) -> None:
+        """Drop every cached listing of ``path``, its parents and anything below it."""
+        self.fs.invalidate_cache(path)
+        cache = getattr(innermost(self.fs), "dircache", None)
+        if not cache:
+            return
+        below = self.fs._strip_protocol(path).rstrip("/") + "/"
+        for key in [k for k in list(cache) if str(k).startswith(below)]:
+            cache.pop(key, None)
+
     # -- listings (always fresh) ------------------------------------------------------------
     def list_tree(self, prefix: str) -> list[Entry]:
         """Every object below ``prefix``, from a fresh listing; [] when there is none."""
-        self.fs.invalidate_cache(prefix)
+        self.forget(prefix)
         try:
             found = self._call("list", prefix, self.fs.find, prefix, withdirs=False, detail=True)
         except FileNotFoundError as exc:
@@ -179,7 +222,7 @@ class Storage:
 
     def list_children(self, prefix: str) -> list[str]:
         """Names directly below ``prefix`` (objects and pseudo-directories), freshly listed."""
-        self.fs.invalidate_cache(prefix)
+        self.forget(prefix)
         try:
             items = self._call("list", prefix, self.fs.ls, prefix, detail=False)
         except FileNotFoundError:
@@ -194,14 +237,19 @@ class Storage:
             return self._call("read", path, self.fs.cat_file, path, start=0, end=limit + 1)
         except FileNotFoundError:
             return None
+        except Exception as exc:  # a range read of an empty object: 416 on S3 and GCS
+            if not _is_empty_range(exc) or self.size_of(path) != 0:
+                raise
+            return b""
 
     def read_many(self, paths: Sequence[str], limit: int) -> dict[str, bytes | None]:
         """Read many small objects with one batched ``cat`` (the backend runs the GETs
         concurrently); objects the batch failed on are read again one by one, with retries."""
         if not paths:
             return {}
+        batch = [p for p in paths if not has_magic(p)]  # the rest: literal single reads
         try:
-            got = self.fs.cat(list(paths), on_error="return")
+            got = self.fs.cat(batch, on_error="return") if batch else {}
         except Exception:  # the whole batch failed: fall back to single reads
             got = {}
         out: dict[str, bytes | None] = {}
@@ -223,14 +271,39 @@ class Storage:
 
     def size_of(self, path: str) -> int | None:
         """Size from a fresh HEAD of one object (not a listing); None if it does not exist."""
-        self.fs.invalidate_cache(path)
+        info = self._head(path)
+        return int(info.get("size") or 0) if info is not None else None
+
+    def mtime_of(self, path: str) -> float | None:
+        """The store's modification time of one object, from a fresh HEAD; None if missing."""
+        info = self._head(path)
+        return _mtime(info) if info is not None else None
+
+    def store_now(self, directory: str) -> float:
+        """The store's clock now: the modification time of a probe object written (and
+        removed) in ``directory``. Ages of stored objects are judged against this, never
+        against this machine's clock, which may be hours off."""
+        probe = f"{directory.rstrip('/')}/{CLOCK_PROBE_PREFIX}{uuid.uuid4().hex}"
+        self.create_exclusive(probe, b"")
+        try:
+            stamp = self.mtime_of(probe)
+        finally:
+            self.delete_one(probe)
+        if stamp is None:
+            raise StorageError(f"{self.uri(directory)}: the store reports no modification times")
+        return stamp
+
+    def _head(self, path: str) -> dict[str, Any] | None:
+        self.forget(path)
         try:
             info = self._call("stat", path, self.fs.info, path)
         except FileNotFoundError:
             return None
-        return int(info.get("size") or 0) if info.get("type", "file") == "file" else None
+        return info if info.get("type", "file") == "file" else None
 
     def open_read(self, path: str) -> Any:
+        """A binary stream of one object; FileNotFoundError when it does not exist."""
+        self.forget(path)
         return self._call("open", path, self.fs.open, path, "rb")
 
     def read_digests(self, path: str, sha256: bool) -> Digests:
@@ -299,7 +372,7 @@ class Storage:
                             **declare,
                         )
                 return digests
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, StorageError) as exc:  # StorageError: wrapped by _call
                 if not _is_checksum_rejection(exc):
                     raise
                 log.warning("%s rejected (attempt %d): %s", self.uri(remote), attempt, exc)
@@ -352,8 +425,22 @@ class Storage:
         return out
 
     def copy(self, pairs: Sequence[tuple[str, str]]) -> None:
-        """Server-side copy of ``(src, dst)`` pairs, concurrently (no bytes through the client)."""
-        self.run_parallel(lambda p: self._write("copy", p[1], self.fs.cp_file, p[0], p[1]), pairs)
+        """Server-side copy of ``(src, dst)`` pairs, concurrently (no bytes through the client).
+
+        s3fs takes the source's size from its listings cache when it has one; another thread
+        sharing the instance may have cached a listing from before the source was written. A
+        not-found answer therefore drops that cache and tries again before it counts."""
+
+        def one(pair: tuple[str, str]) -> None:
+            for _ in range(2):
+                try:
+                    self._call("copy", pair[1], self.fs.cp_file, *pair)
+                    return
+                except FileNotFoundError:
+                    self.forget(pair[0])
+            self._write("copy", pair[1], self.fs.cp_file, *pair)
+
+        self.run_parallel(one, pairs)
 
     def run_parallel(self, fn: Callable[[T], Any], items: Sequence[T]) -> None:
         """Apply ``fn`` to each item on <= ``concurrency`` threads; re-raise the first error."""
@@ -371,6 +458,9 @@ class Storage:
     def delete(self, paths: Iterable[str]) -> None:
         """Delete objects in batches; objects that are already gone count as deleted."""
         paths = list(paths)
+        literal = [p for p in paths if has_magic(p)]  # a batch rm would expand these as globs
+        paths = [p for p in paths if not has_magic(p)]
+        self.run_parallel(self.delete_one, literal)
         for start in range(0, len(paths), DELETE_BATCH):
             batch = paths[start : start + DELETE_BATCH]
             try:
@@ -449,6 +539,16 @@ def _local_create_exclusive(path: str, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+# Errors of the HTTP stacks below fsspec that are not OSErrors (gcsfs, botocore).
+_BACKEND_ERRORS = frozenset({"HttpError", "ClientError", "ParamValidationError"})
+
+
+def _is_empty_range(exc: BaseException) -> bool:
+    """The answer to a range read of a zero-byte object (HTTP 416 / InvalidRange)."""
+    text = f"{type(exc).__name__} {exc} {getattr(exc, 'code', '')}"
+    return "416" in text or "InvalidRange" in text or "not satisfiable" in text.lower()
 
 
 def _mtime(info: dict[str, Any]) -> float | None:

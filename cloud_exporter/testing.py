@@ -29,8 +29,17 @@ from ._stale_listing import StaleIndex
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Call", "FailOn", "FaultyFileSystem", "InjectedCrash", "LISTING_METHODS",
-           "MUTATING_METHODS", "TRANSIENT_KINDS", "transient_error", "unwrap"]
+__all__ = [
+    "Call",
+    "FailOn",
+    "FaultyFileSystem",
+    "InjectedCrash",
+    "LISTING_METHODS",
+    "MUTATING_METHODS",
+    "TRANSIENT_KINDS",
+    "transient_error",
+    "unwrap",
+]
 
 Outcome = Literal["pending", "ok", "transient", "crash", "error"]
 
@@ -43,8 +52,24 @@ _TRANSIENT: dict[str, tuple[type[OSError], int, str]] = {
 TRANSIENT_KINDS = tuple(_TRANSIENT)
 #: Calls that change storage. mkdir/makedirs/rmdir count only over local disk (object stores make
 #: no request for them); ``open`` only in a writing mode.
-MUTATING_METHODS = frozenset({"pipe_file", "put_file", "put", "cp_file", "copy", "rm_file", "rm",
-                              "_rm", "mv", "touch", "mkdir", "makedirs", "rmdir", "open"})
+MUTATING_METHODS = frozenset(
+    {
+        "pipe_file",
+        "put_file",
+        "put",
+        "cp_file",
+        "copy",
+        "rm_file",
+        "rm",
+        "_rm",
+        "mv",
+        "touch",
+        "mkdir",
+        "makedirs",
+        "rmdir",
+        "open",
+    }
+)
 #: Calls whose results the stale-listing fault affects.
 LISTING_METHODS = frozenset({"ls", "find", "glob", "walk", "du"})
 
@@ -101,8 +126,7 @@ class FailOn:
 
 
 def _flat(paths: Any) -> list[str]:
-    return [os.fspath(p) for p in paths] if isinstance(paths, (list, tuple)) else [
-        os.fspath(paths)]
+    return [os.fspath(p) for p in paths] if isinstance(paths, (list, tuple)) else [os.fspath(paths)]
 
 
 class _WriteHook:
@@ -134,11 +158,18 @@ class FaultyFileSystem(AbstractFileSystem):
     cachable = False
 
     def __init__(
-        self, inner: AbstractFileSystem, *, seed: int = 0,
-        transient_rate: float | Mapping[str, float] = 0.0, fail_after_mutation_rate: float = 0.0,
-        fail_on: Sequence[FailOn] = (), crash_after: int | None = None,
-        stale_seconds: float = 0.0, stale_calls: int = 0,
-        latency: float | tuple[float, float] = 0.0, clock: Callable[[], float] = time.monotonic,
+        self,
+        inner: AbstractFileSystem,
+        *,
+        seed: int = 0,
+        transient_rate: float | Mapping[str, float] = 0.0,
+        fail_after_mutation_rate: float = 0.0,
+        fail_on: Sequence[FailOn] = (),
+        crash_after: int | None = None,
+        stale_seconds: float = 0.0,
+        stale_calls: int = 0,
+        latency: float | tuple[float, float] = 0.0,
+        clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__()
@@ -216,11 +247,12 @@ class FaultyFileSystem(AbstractFileSystem):
         draw, path = self._rng.random(), (call.paths[-1] if call.paths else "")
         for rule in self.fail_on:
             count = len(self.calls) if rule.method is None else self.call_counts[call.method]
-            if ((rule.times is not None and rule.fired >= rule.times)
-                    or rule.method not in (None, call.method)
-                    or rule.nth not in (None, count)
-                    or (rule.predicate and not any(rule.predicate(call.method, p)
-                                                   for p in call.paths))):
+            if (
+                (rule.times is not None and rule.fired >= rule.times)
+                or rule.method not in (None, call.method)
+                or rule.nth not in (None, count)
+                or (rule.predicate and not any(rule.predicate(call.method, p) for p in call.paths))
+            ):
                 continue
             rule.fired += 1
             after = rule.after_mutation and call.mutating
@@ -237,8 +269,14 @@ class FaultyFileSystem(AbstractFileSystem):
             return transient_error(kind, path), after, True
         return None, False, False
 
-    def _admit(self, method: str, paths: tuple[str, ...], targets: tuple[str, ...],
-               mutating: bool, faultable: bool) -> tuple[Call, tuple[BaseException, bool] | None]:
+    def _admit(
+        self,
+        method: str,
+        paths: tuple[str, ...],
+        targets: tuple[str, ...],
+        mutating: bool,
+        faultable: bool,
+    ) -> tuple[Call, tuple[BaseException, bool] | None]:
         """Log the call; raise a crash or a before-mutation fault; return a deferred fault."""
         with self._lock:
             call = Call(method, paths, mutating, "pending", self._clock(), targets)
@@ -249,8 +287,12 @@ class FaultyFileSystem(AbstractFileSystem):
                 self.mutating_calls += 1
                 if self.crash_after is not None and self.mutating_calls >= self.crash_after:
                     self.crashed = True
-                    logger.info("injected crash at mutating call %d: %s %s",
-                                self.mutating_calls, method, paths)
+                    logger.info(
+                        "injected crash at mutating call %d: %s %s",
+                        self.mutating_calls,
+                        method,
+                        paths,
+                    )
             if self.crashed:
                 call.outcome, call.injected = "crash", True
                 call.error = InjectedCrash(f"injected crash (crash_after={self.crash_after})")
@@ -279,9 +321,16 @@ class FaultyFileSystem(AbstractFileSystem):
             logger.debug("injected %r after %s %s", err, call.method, call.paths)
             raise err
 
-    def _run(self, method: str, fn: Callable[[], Any], paths: Sequence[str] = (),
-             targets: Sequence[str] = (), *, mutating: bool | None = None,
-             faultable: bool = True) -> Any:
+    def _run(
+        self,
+        method: str,
+        fn: Callable[[], Any],
+        paths: Sequence[str] = (),
+        targets: Sequence[str] = (),
+        *,
+        mutating: bool | None = None,
+        faultable: bool = True,
+    ) -> Any:
         """Admit, forward once through ``fn``, track staleness, finish. Nested calls go straight."""
         if getattr(self._local, "depth", 0):
             return fn()
@@ -317,8 +366,9 @@ class FaultyFileSystem(AbstractFileSystem):
     def _track(self, before: dict[str, Any], after: dict[str, Any]) -> None:
         self._stale.track(before, after)
 
-    def _stale_view(self, entries: dict[str, dict[str, Any]], root: str,
-                    maxdepth: int | None, withdirs: bool) -> dict[str, dict[str, Any]]:
+    def _stale_view(
+        self, entries: dict[str, dict[str, Any]], root: str, maxdepth: int | None, withdirs: bool
+    ) -> dict[str, dict[str, Any]]:
         self._stale.seconds, self._stale.calls = self.stale_seconds, self.stale_calls
         return self._stale.view(entries, root, maxdepth, withdirs)
 
@@ -341,27 +391,45 @@ class FaultyFileSystem(AbstractFileSystem):
             if listing and not view:
                 raise FileNotFoundError(path)
             return list(view.values()) if detail else list(view)
+
         return self._run("ls", fn, self._remote(path))
 
-    def find(self, path: str, maxdepth: int | None = None, withdirs: bool = False,
-             detail: bool = False, **kwargs: Any) -> Any:
+    def find(
+        self,
+        path: str,
+        maxdepth: int | None = None,
+        withdirs: bool = False,
+        detail: bool = False,
+        **kwargs: Any,
+    ) -> Any:
         def fn() -> Any:
             found = self._stale_find(path, maxdepth, withdirs, **kwargs)
             return found if detail else list(found)
+
         return self._run("find", fn, self._remote(path))
 
-    def du(self, path: str, total: bool = True, maxdepth: int | None = None,
-           withdirs: bool = False, **kwargs: Any) -> Any:
+    def du(
+        self,
+        path: str,
+        total: bool = True,
+        maxdepth: int | None = None,
+        withdirs: bool = False,
+        **kwargs: Any,
+    ) -> Any:
         def fn() -> Any:
             found = self._stale_find(path, maxdepth, withdirs, **kwargs)
             sizes = {name: info.get("size") or 0 for name, info in found.items()}
             return sum(sizes.values()) if total else sizes
+
         return self._run("du", fn, self._remote(path))
 
     def glob(self, path: str, maxdepth: int | None = None, **kwargs: Any) -> Any:
         """fsspec's generic glob over this wrapper's (stale) find, logged as one call."""
-        return self._run("glob", lambda: AbstractFileSystem.glob(self, path, maxdepth, **kwargs),
-                         self._remote(path))
+        return self._run(
+            "glob",
+            lambda: AbstractFileSystem.glob(self, path, maxdepth, **kwargs),
+            self._remote(path),
+        )
 
     def walk(self, path: str, *args: Any, **kwargs: Any) -> Iterator[Any]:
         """One logged call (faults fire now); the walk runs lazily over the stale ``ls``."""
@@ -375,13 +443,18 @@ class FaultyFileSystem(AbstractFileSystem):
                 if item is None:
                     return
                 yield item
+
         return steps()
 
     def open(self, path: str, mode: str = "rb", *args: Any, **kwargs: Any) -> Any:
         """Writing modes are mutating: faults fire at open, a lost response at close."""
         if not set(mode) & set("wxa+") or getattr(self._local, "depth", 0):
-            return self._run("open", lambda: self.inner.open(path, mode, *args, **kwargs),
-                             self._remote(path), mutating=False)
+            return self._run(
+                "open",
+                lambda: self.inner.open(path, mode, *args, **kwargs),
+                self._remote(path),
+                mutating=False,
+            )
         p = tuple(self._remote(path))
         call, deferred = self._admit("open", p, p, True, True)
         before = self._snapshot(p) if self._staleness_on else None
@@ -398,6 +471,7 @@ class FaultyFileSystem(AbstractFileSystem):
             if before is not None:
                 self._track(before, self._snapshot(p))
             self._finish(call, deferred)
+
         return _WriteHook(f, on_close)
 
     def _rm(self, path: Any) -> None:
@@ -408,8 +482,12 @@ class FaultyFileSystem(AbstractFileSystem):
 
     def invalidate_cache(self, path: str | None = None) -> None:
         """Forwarded and logged, never faulted (no request is made); staleness is unaffected."""
-        self._run("invalidate_cache", lambda: self.inner.invalidate_cache(path),
-                  self._remote(path) if path else (), faultable=False)
+        self._run(
+            "invalidate_cache",
+            lambda: self.inner.invalidate_cache(path),
+            self._remote(path) if path else (),
+            faultable=False,
+        )
 
 
 def _forward(name: str, kind: str) -> Callable[..., Any]:
@@ -420,8 +498,9 @@ def _forward(name: str, kind: str) -> Callable[..., Any]:
             return getattr(self.inner, name)(path, *args, **kwargs)
 
         paths, on = self._remote(path), kind == "write" or (kind == "local_write" and self.is_local)
-        return self._run(name, fn, paths, paths if on else (), mutating=on,
-                         faultable=kind != "local_write" or on)
+        return self._run(
+            name, fn, paths, paths if on else (), mutating=on, faultable=kind != "local_write" or on
+        )
 
     method.__name__, method.__qualname__ = name, f"FaultyFileSystem.{name}"
     method.__doc__ = f"Forwards ``{name}`` to the inner filesystem once ({kind} call)."
@@ -444,14 +523,33 @@ def _transfer(name: str, kind: str) -> Callable[..., Any]:
     return method
 
 
-for _name in ("exists", "info", "isfile", "isdir", "cat_file", "cat", "size", "sizes", "modified",
-              "created", "get_file", "get", "checksum", "ukey"):
+for _name in (
+    "exists",
+    "info",
+    "isfile",
+    "isdir",
+    "cat_file",
+    "cat",
+    "size",
+    "sizes",
+    "modified",
+    "created",
+    "get_file",
+    "get",
+    "checksum",
+    "ukey",
+):
     setattr(FaultyFileSystem, _name, _forward(_name, "read"))
 for _name in ("pipe_file", "touch", "rm_file", "rm"):
     setattr(FaultyFileSystem, _name, _forward(_name, "write"))
 for _name in ("mkdir", "makedirs", "rmdir"):
     setattr(FaultyFileSystem, _name, _forward(_name, "local_write"))
-for _name, _kind in (("put_file", "put"), ("put", "put"), ("cp_file", "copy"), ("copy", "copy"),
-                     ("mv", "move")):
+for _name, _kind in (
+    ("put_file", "put"),
+    ("put", "put"),
+    ("cp_file", "copy"),
+    ("copy", "copy"),
+    ("mv", "move"),
+):
     setattr(FaultyFileSystem, _name, _transfer(_name, _kind))
 del _name, _kind

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
+import sys
 import tempfile
 
-import numpy as np
-import tensorflow as tf
+from cloud_exporter.cli_demo import quiet_tensorflow, run_main
 
-from cloud_exporter import list_exports, verify_export
-from cloud_exporter.estimator import BestExporter, FinalExporter, LatestExporter
+quiet_tensorflow(sys.argv)  # before TensorFlow loads: its log noise only with --verbose
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from cloud_exporter import list_exports, verify_export  # noqa: E402
+from cloud_exporter.estimator import BestExporter, FinalExporter, LatestExporter  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-dir", help="local checkpoint directory (default: a temp dir)")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--checkpoint-every", type=int, default=10)
+    parser.add_argument("--verbose", "-v", action="store_true", help="TensorFlow logs, tracebacks")
     return parser.parse_args(argv)
 
 
@@ -90,5 +95,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

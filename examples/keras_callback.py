@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
+import sys
 
-import keras
-import numpy as np
+from cloud_exporter.cli_demo import quiet_tensorflow, run_main
 
-from cloud_exporter import latest_export, list_exports
-from cloud_exporter.keras import ExportCallback
+quiet_tensorflow(sys.argv)  # before TensorFlow loads: its log noise only with --verbose
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cloud_exporter import latest_export, list_exports  # noqa: E402
+from cloud_exporter.keras import ExportCallback  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,6 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--monitor", help="publish only when this metric improves, e.g. val_loss")
     parser.add_argument("--keep", type=int, default=2)
+    parser.add_argument("--verbose", "-v", action="store_true", help="TensorFlow logs, tracebacks")
     return parser.parse_args(argv)
 
 
@@ -61,5 +66,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
+import sys
 import tempfile
 
-from cloud_exporter import latest_export, list_exports, prune, publish, verify_export
+from cloud_exporter.cli_demo import quiet_tensorflow, run_main
+
+quiet_tensorflow(sys.argv)  # before TensorFlow loads: its log noise only with --verbose
+
+from cloud_exporter import latest_export, list_exports, prune, publish, verify_export  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,6 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--storage-options", default=os.environ.get("CLOUD_EXPORTER_STORAGE_OPTIONS")
     )
     parser.add_argument("--source", help="a SavedModel directory (default: a tiny tf.Module)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="TensorFlow logs, tracebacks")
     return parser.parse_args(argv)
 
 
@@ -60,5 +65,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
+import sys
 
-import keras
-import numpy as np
+from cloud_exporter.cli_demo import quiet_tensorflow, run_main
 
-from cloud_exporter.jobs import (
+quiet_tensorflow(sys.argv)  # before TensorFlow loads: its log noise only with --verbose
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cloud_exporter.jobs import (  # noqa: E402
     default_export_base,
     finalize_model_dir,
     is_publisher,
     sagemaker_hyperparameters,
 )
-from cloud_exporter.keras import ExportCallback
+from cloud_exporter.keras import ExportCallback  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", type=int, default=int(hps.get("keep", 1)), help=keep_help)
     parser.add_argument("--model_dir", help="S3 URI for checkpoints (SageMaker passes it)")
     parser.add_argument("--sm-model-dir", default=os.environ.get("SM_MODEL_DIR"))
+    parser.add_argument("--verbose", "-v", action="store_true", help="TensorFlow logs, tracebacks")
     return parser.parse_args(argv)
 
 
@@ -56,5 +61,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
+import sys
 
-import keras
-import numpy as np
+from cloud_exporter.cli_demo import quiet_tensorflow, run_main
 
-from cloud_exporter.jobs import default_export_base, is_publisher, promote, vertex_artifact_uri
-from cloud_exporter.keras import ExportCallback
+quiet_tensorflow(sys.argv)  # before TensorFlow loads: its log noise only with --verbose
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cloud_exporter.jobs import default_export_base, is_publisher, promote, vertex_artifact_uri  # noqa: E402
+from cloud_exporter.keras import ExportCallback  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--storage-options", default=os.environ.get("CLOUD_EXPORTER_STORAGE_OPTIONS")
     )
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--verbose", "-v", action="store_true", help="TensorFlow logs, tracebacks")
     return parser.parse_args(argv)
 
 
@@ -68,5 +73,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

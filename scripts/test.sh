@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Set up the venvs, then run every check and print a summary; exit non-zero if any step failed.
 #
-#   ruff              ruff check on the source folders that exist (main venv)
+#   ruff              ruff check and ruff format --check on the source folders (main venv)
 #   pytest-main       pytest tests --ignore=tests/estimator (main venv)
 #   pytest-estimator  pytest tests/estimator (estimator venv), when that folder exists
 #   checkov           checkov -d terraform, offline (checkov venv), when terraform/ exists
+#   install           scripts/install_test.sh: wheel/sdist installed as a user does (cached venvs)
 #
 # Usage: scripts/test.sh [PYTEST ARGS...]   e.g. scripts/test.sh -x -k commit
 # Extra arguments go to both pytest runs. CLOUD_EXPORTER_SOAK=1 selects the longer test runs.
@@ -68,7 +69,8 @@ ruff_targets() {
 run_ruff() {
     local targets
     mapfile -t targets < <(ruff_targets)
-    "$VENV_ROOT/main/bin/ruff" check "${targets[@]}"
+    "$VENV_ROOT/main/bin/ruff" check "${targets[@]}" &&
+        "$VENV_ROOT/main/bin/ruff" format --check "${targets[@]}"
 }
 
 run_pytest_main() {
@@ -106,6 +108,9 @@ main() {
     fi
     if [[ -d terraform ]]; then
         run_step checkov run_checkov
+    fi
+    if [[ -f scripts/install_test.sh ]]; then
+        run_step install bash scripts/install_test.sh -q
     fi
     summary
 }

@@ -40,6 +40,7 @@ from savedmodels import fake_saved_model, write_object
 import cloud_exporter as ce
 from cloud_exporter import commit, storage
 from cloud_exporter.layout import STAGING_DIRNAME
+from cloud_exporter.retention import UNMARKED_REASON
 from cloud_exporter.testing import FaultyFileSystem, InjectedCrash
 
 pytestmark = pytest.mark.slow
@@ -408,7 +409,7 @@ def test_a_prune_journal_never_claims_a_directory_written_after_it(backend, sour
     for path, data in foreign.items():
         write_object(backend.fs, path, data)
     report = ce.prune(backend.base, keep=2, grace_seconds=0, filesystem=backend.new_fs())
-    assert report.skipped.get(5) == "unmarked directory not written by cloud_exporter: left alone"
+    assert report.skipped.get(5) == UNMARKED_REASON
     fs = backend.new_fs()
     assert {p: fs.cat_file(p) for p in foreign} == foreign
     assert sorted(committed(fs, backend.base)) == [6, 7]

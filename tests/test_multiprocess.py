@@ -7,6 +7,11 @@ publisher's versions only go up (no number is handed out twice); at
 the end (after a last prune) exactly the 3 newest remain, verify deeply, hold what their
 publisher wrote, and nothing else is left.
 
+Meanwhile a reader process watches as the two kinds of reader would: like TF Serving, it lists the
+base and checks that every integer directory holding ``saved_model.pb`` holds every other file of
+the model too; like our readers, it verifies ``latest_export`` deeply, which must pass or find the
+export pruned meanwhile (``ExportNotFoundError``), never anything else.
+
 Processes are started with the 'spawn' context (forking a process that runs s3fs's event-loop
 thread is unsafe); each child builds its own filesystem from the picklable storage options.
 Figures are printed (``-s``).
@@ -41,7 +46,7 @@ PRUNE_PAUSE_S = 0.2
 class Job:
     """What one child process does; picklable."""
 
-    role: str  # "publisher" or "pruner"
+    role: str  # "publisher", "pruner" or "reader"
     index: int
     protocol: str
     options: dict[str, Any]
@@ -63,7 +68,8 @@ def run_job(job: Job, start: Any, stop: Any, results: Any) -> None:
     try:
         fs = child_filesystem(job.protocol, job.options)
         start.wait(START_TIMEOUT_S)
-        outcome = publish_all(job, fs) if job.role == "publisher" else prune_loop(job, fs, stop)
+        work = {"publisher": publish_all, "pruner": prune_loop, "reader": read_loop}[job.role]
+        outcome = work(job, fs) if job.role == "publisher" else work(job, fs, stop)
         results.put((job.role, job.index, outcome, None))
     except BaseException:  # reported to the parent, which fails the test with it
         results.put((job.role, job.index, None, traceback.format_exc()))
@@ -88,11 +94,54 @@ def prune_loop(job: Job, fs: Any, stop: Any) -> int:
     return rounds
 
 
+MODEL_FILES = frozenset(
+    {
+        "saved_model.pb",
+        "fingerprint.pb",
+        "assets/vocab.txt",
+        "variables/variables.index",
+        "variables/variables.data-00000-of-00001",
+    }
+)
+
+
+def read_loop(job: Job, fs: Any, stop: Any) -> dict[str, int]:
+    """Watch the base as TF Serving and as our readers do; raise on anything partial."""
+    seen = {"polls": 0, "servable": 0, "verified": 0, "pruned_while_verifying": 0}
+    root = fs._strip_protocol(job.base).rstrip("/")
+    while not stop.is_set():
+        fs.invalidate_cache()
+        try:
+            found = fs.find(root)
+        except FileNotFoundError:
+            found = []
+        by_version: dict[str, set[str]] = {}
+        for path in found:
+            head, _, rest = path[len(root) + 1 :].partition("/")
+            if head.isdigit() and rest:
+                by_version.setdefault(head, set()).add(rest)
+        for version, files in by_version.items():
+            if "saved_model.pb" in files:
+                missing = MODEL_FILES - files
+                assert not missing, f"TF Serving could load {version} without {sorted(missing)}"
+                seen["servable"] += 1
+        seen["polls"] += 1
+        latest = ce.latest_export(job.base, filesystem=fs)
+        if latest is not None:
+            try:
+                ce.verify_export(job.base, latest.version, deep=True, filesystem=fs)
+                seen["verified"] += 1
+            except ce.ExportNotFoundError:
+                seen["pruned_while_verifying"] += 1
+    return seen
+
+
 @dataclass
 class Outcome:
     published: dict[int, tuple[int, int]]  # version -> (publisher, n)
     prune_rounds: int
     seconds: float
+    reads: dict[str, int]
 
 
 def run_processes(jobs: list[Job]) -> Outcome:
@@ -121,7 +170,8 @@ def run_processes(jobs: list[Job]) -> Outcome:
                 assert version not in published, f"version {version} published twice"
                 published[version] = (index, n)
     rounds = sum(o for role, _, o, _ in reports if role == "pruner")
-    return Outcome(published, rounds, time.monotonic() - started)
+    reads = next((o for role, _, o, _ in reports if role == "reader"), {})
+    return Outcome(published, rounds, time.monotonic() - started, reads)
 
 
 def collect(jobs: list[Job], stop: Any, results: Any) -> list[tuple]:
@@ -151,7 +201,9 @@ def check_final(backend: Any, outcome: Outcome, publishers: int, count: int) -> 
         assert info.metadata == {"publisher": writer, "n": n}
 
 
-def make_jobs(backend: Any, tmp_path: Path, publishers: int, count: int, pruners: int) -> list[Job]:
+def make_jobs(
+    backend: Any, tmp_path: Path, publishers: int, count: int, pruners: int, readers: int = 1
+) -> list[Job]:
     jobs = [
         Job("publisher", i, backend.protocol, backend.storage_options, backend.base,
             str(fake_saved_model(tmp_path / f"model{i}", seed=100 + i)), count)
@@ -160,6 +212,10 @@ def make_jobs(backend: Any, tmp_path: Path, publishers: int, count: int, pruners
     jobs += [
         Job("pruner", i, backend.protocol, backend.storage_options, backend.base)
         for i in range(pruners)
+    ]
+    jobs += [
+        Job("reader", i, backend.protocol, backend.storage_options, backend.base)
+        for i in range(readers)
     ]
     return jobs
 
@@ -171,9 +227,10 @@ def test_publishers_and_pruners_in_processes(server_backend, tmp_path):
     print(
         f"\nFIGURES multiprocess {server_backend.name}: {len(outcome.published)} exports by "
         f"{publishers} processes, {outcome.prune_rounds} prune rounds by 2, "
-        f"{outcome.seconds:.1f} s"
+        f"{outcome.seconds:.1f} s; reader: {outcome.reads}"
     )
     assert outcome.prune_rounds >= 2  # the pruners really ran alongside
+    assert outcome.reads["polls"] >= 2 and outcome.reads["verified"] >= 1  # and the reader
 
 
 @pytest.mark.parametrize("backend", ["local"], indirect=True)
@@ -183,4 +240,6 @@ def test_two_processes_race_on_local_disk(backend, tmp_path):
     check_final(backend, outcome, publishers, count)
     print(
         f"\nFIGURES multiprocess local: {len(outcome.published)} exports, {outcome.seconds:.1f} s"
+        f"; reader: {outcome.reads}"
     )
+    assert outcome.reads["polls"] >= 1

@@ -13,6 +13,7 @@ import cloud_exporter as ce
 from cloud_exporter.layout import MARKER_NAME, STAGING_DIRNAME
 from cloud_exporter.marker import ExportInfo, FileRecord
 from cloud_exporter.policies import KeepBest, KeepEveryHours
+from cloud_exporter.retention import UNMARKED_REASON
 from cloud_exporter.testing import FaultyFileSystem
 
 
@@ -110,7 +111,7 @@ def test_orphans_removed_only_after_grace(backend, source):
     young = ce.prune(backend.base, keep=5, grace_seconds=3600, filesystem=backend.fs)
     assert young.orphans_removed == []
     assert len(young.orphans_waiting) == 2
-    assert young.skipped == {77: "unmarked directory not written by cloud_exporter: left alone"}
+    assert young.skipped == {77: UNMARKED_REASON}
     old = ce.prune(backend.base, keep=5, grace_seconds=0, filesystem=backend.fs)
     assert sorted(old.orphans_removed) == sorted(young.orphans_waiting)
     remaining = [p[len(backend.root) + 1 :] for p in all_objects(backend)]
@@ -199,3 +200,17 @@ def test_second_delete_pass_spares_a_version_being_published_again(backend, sour
     report = ce.prune(backend.base, keep=3, filesystem=backend.new_fs())  # default grace
     assert fs.cat_file(fresh) == b"new shard"
     assert [name.rsplit("/", 1)[-1] for name in report.orphans_waiting] == ["1"]  # in flight
+
+
+def test_a_clean_prune_leaves_nothing_for_the_next_to_report(backend, source):
+    """A finished prune removes its own journal and clock probe: the next prune, dry or real,
+    reports no orphan (a journal it finds always means a prune stopped half way)."""
+    publish_many(backend, source, 3)
+    first = ce.prune(backend.base, keep=1, grace_seconds=0, storage_options=backend.storage_options)
+    assert len(first.deleted) == 2
+    assert not [p for p in all_objects(backend) if STAGING_DIRNAME in p]
+    for dry_run in (True, False):
+        again = ce.prune(
+            backend.base, keep=1, dry_run=dry_run, storage_options=backend.storage_options
+        )
+        assert (again.deleted, again.orphans_removed, again.orphans_waiting) == ([], [], [])

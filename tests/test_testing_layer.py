@@ -39,8 +39,9 @@ def mem() -> Iterator[str]:
     store = MemoryFileSystem.store
     for key in [k for k in store if k.startswith(root + "/")]:
         del store[key]
-    MemoryFileSystem.pseudo_dirs[:] = [d for d in MemoryFileSystem.pseudo_dirs
-                                       if not (d == root or d.startswith(root + "/"))]
+    MemoryFileSystem.pseudo_dirs[:] = [
+        d for d in MemoryFileSystem.pseudo_dirs if not (d == root or d.startswith(root + "/"))
+    ]
 
 
 @pytest.fixture(params=["memory", "local"])
@@ -75,8 +76,9 @@ def test_transient_rate_is_deterministic_per_seed_and_never_mutates(store: Any) 
         runs.append(outcomes)
         for i, outcome in enumerate(outcomes):
             assert inner.exists(f"{root}/run{attempt}/f{i}") == (outcome == "ok")
-        assert [c.outcome for c in fs.calls] == ["ok" if o == "ok" else "transient"
-                                                for o in outcomes]
+        assert [c.outcome for c in fs.calls] == [
+            "ok" if o == "ok" else "transient" for o in outcomes
+        ]
         assert all(c.applied == (c.outcome == "ok") for c in fs.calls)
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]
@@ -88,7 +90,9 @@ def test_transient_errors_have_the_documented_shapes() -> None:
     shapes = {k: transient_error(k, "b/k") for k in TRANSIENT_KINDS}
     assert type(shapes["slow_down"]) is OSError
     assert (shapes["slow_down"].errno, shapes["slow_down"].strerror) == (
-        errno.EBUSY, "injected 503 SlowDown")
+        errno.EBUSY,
+        "injected 503 SlowDown",
+    )
     assert shapes["too_many_requests"].errno == errno.EBUSY
     assert shapes["too_many_requests"].strerror == "injected 429 Too Many Requests"
     assert isinstance(shapes["connection_reset"], ConnectionResetError)
@@ -111,8 +115,9 @@ def test_rate_per_method(mem: str) -> None:
 
 
 def test_fail_after_mutation_applies_it_and_a_retried_create_finds_its_object(mem: str) -> None:
-    fs = FaultyFileSystem(MemoryFileSystem(), transient_rate={"pipe_file": 1.0},
-                          fail_after_mutation_rate=1.0)
+    fs = FaultyFileSystem(
+        MemoryFileSystem(), transient_rate={"pipe_file": 1.0}, fail_after_mutation_rate=1.0
+    )
     path = f"{mem}/marker"
     with pytest.raises(OSError) as info:
         fs.pipe_file(path, b"mine", mode="create")
@@ -129,11 +134,17 @@ def test_fail_after_mutation_applies_it_and_a_retried_create_finds_its_object(me
 
 def test_fail_on_nth_call_and_predicate(mem: str) -> None:
     denied = PermissionError(errno.EACCES, "denied")
-    fs = FaultyFileSystem(MemoryFileSystem(), fail_on=[
-        FailOn(method="pipe_file", nth=2),
-        FailOn(predicate=lambda method, path: method == "rm_file" and path.endswith("keep"),
-               error=denied, times=None),
-    ])
+    fs = FaultyFileSystem(
+        MemoryFileSystem(),
+        fail_on=[
+            FailOn(method="pipe_file", nth=2),
+            FailOn(
+                predicate=lambda method, path: method == "rm_file" and path.endswith("keep"),
+                error=denied,
+                times=None,
+            ),
+        ],
+    )
     assert _pipe_many(fs, mem, 3)[:3:2] == ["ok", "ok"]
     assert fs.calls[1].outcome == "transient"
     assert not fs.inner.exists(f"{mem}/f1")
@@ -148,9 +159,10 @@ def test_fail_on_nth_call_and_predicate(mem: str) -> None:
 
 
 def test_open_for_writing_fails_at_open_or_loses_the_response_at_close(mem: str) -> None:
-    fs = FaultyFileSystem(MemoryFileSystem(), fail_on=[FailOn(method="open", nth=1),
-                                                      FailOn(method="open", nth=2,
-                                                             after_mutation=True)])
+    fs = FaultyFileSystem(
+        MemoryFileSystem(),
+        fail_on=[FailOn(method="open", nth=1), FailOn(method="open", nth=2, after_mutation=True)],
+    )
     with pytest.raises(OSError):
         fs.open(f"{mem}/a", "wb")
     assert not fs.inner.exists(f"{mem}/a")
@@ -187,8 +199,11 @@ def test_crash_sweep_blocks_the_kth_mutation_and_everything_after(mem: str) -> N
         with pytest.raises(InjectedCrash):
             _pipeline(fs, root)
         assert fs.crashed
-        expected = [(c.method, t.replace("/clean/", f"/k{k}/"))
-                    for c in clean_calls[: k - 1] for t in c.targets]
+        expected = [
+            (c.method, t.replace("/clean/", f"/k{k}/"))
+            for c in clean_calls[: k - 1]
+            for t in c.targets
+        ]
         assert fs.mutations() == expected
         assert len([c for c in fs.calls if c.applied]) == k - 1
         assert fs.calls[-1].outcome == "crash" and fs.calls[-1].mutating
@@ -260,8 +275,10 @@ def test_stale_listings_hide_new_and_show_deleted_until_time_passes(store: Any) 
     assert [i["name"] for i in fs.ls(f"{root}/gone")] == [f"{root}/gone/deep"]
     assert set(fs.glob(f"{root}/*")) == {f"{root}/keep", f"{root}/old", f"{root}/gone"}
     assert fs.du(root) == 15
-    assert {r: sorted(f) for r, _, f in fs.walk(root)} == {root: ["keep", "old"],
-                                                         f"{root}/gone": ["deep"]}
+    assert {r: sorted(f) for r, _, f in fs.walk(root)} == {
+        root: ["keep", "old"],
+        f"{root}/gone": ["deep"],
+    }
     with pytest.raises(FileNotFoundError):
         fs.ls(f"{root}/fresh")
     # Reads of the objects themselves are not stale.
@@ -306,12 +323,21 @@ def test_call_log_records_every_outer_call_in_order(mem: str) -> None:
     fs.mv(f"{mem}/b", f"{mem}/c")
     fs.invalidate_cache()
     assert [(c.method, c.mutating, c.outcome) for c in fs.calls] == [
-        ("pipe_file", True, "ok"), ("cp_file", True, "ok"), ("cat_file", False, "transient"),
-        ("info", False, "error"), ("glob", False, "ok"), ("mv", True, "ok"),
-        ("invalidate_cache", False, "ok")]
+        ("pipe_file", True, "ok"),
+        ("cp_file", True, "ok"),
+        ("cat_file", False, "transient"),
+        ("info", False, "error"),
+        ("glob", False, "ok"),
+        ("mv", True, "ok"),
+        ("invalidate_cache", False, "ok"),
+    ]
     assert fs.calls[1].paths == (f"{mem}/a", f"{mem}/b")
-    assert fs.mutations() == [("pipe_file", f"{mem}/a"), ("cp_file", f"{mem}/b"),
-                              ("mv", f"{mem}/b"), ("mv", f"{mem}/c")]
+    assert fs.mutations() == [
+        ("pipe_file", f"{mem}/a"),
+        ("cp_file", f"{mem}/b"),
+        ("mv", f"{mem}/b"),
+        ("mv", f"{mem}/c"),
+    ]
     assert fs.call_counts["cat_file"] == 1
 
 
@@ -370,8 +396,15 @@ def test_faults_over_every_backend(backend: Any) -> None:
     if backend.name == "local":
         inner.makedirs(root, exist_ok=True)
     clock = FakeClock()
-    fs = FaultyFileSystem(inner, clock=clock, stale_seconds=10, fail_on=[
-        FailOn(method="pipe_file", nth=1), FailOn(method="pipe_file", nth=2, after_mutation=True)])
+    fs = FaultyFileSystem(
+        inner,
+        clock=clock,
+        stale_seconds=10,
+        fail_on=[
+            FailOn(method="pipe_file", nth=1),
+            FailOn(method="pipe_file", nth=2, after_mutation=True),
+        ],
+    )
     assert fs.protocol == inner.protocol
     assert fs._strip_protocol(backend.base) == inner._strip_protocol(backend.base) == root
     path: Callable[[str], str] = lambda name: f"{root}/{name}"  # noqa: E731

@@ -106,7 +106,7 @@ def test_latest_exporter_keeps_the_newest_and_they_load(run: Run, tmp_path: Path
     opts = run.backend.storage_options
     exports = list_exports(run.base("latest"), storage_options=opts)
     assert [e.metadata["global_step"] for e in exports] == [30, 40]
-    assert run.exported[0] == exports[-1].uri
+    assert run.exported[0] == exports[-1].uri.encode()  # bytes, as stock returns
     for export in exports:
         verify_export(run.base("latest"), export.version, deep=True, storage_options=opts)
         assert "assets.extra/vocab.txt" in {f.path for f in export.files}
@@ -139,7 +139,7 @@ def test_final_exporter_publishes_once_at_the_end(run: Run, tmp_path: Path) -> N
     assert len(exports) == 1
     assert exports[0].metadata["is_the_final_export"] is True
     assert exports[0].metadata["global_step"] == MAX_STEPS
-    assert run.exported[2] == exports[0].uri
+    assert run.exported[2] == exports[0].uri.encode()
     verify_export(run.base("final"), exports[0].version, deep=True, storage_options=opts)
     assert "assets.extra/vocab.txt" in {f.path for f in exports[0].files}
     _check_loads_and_predicts(run, exports[0].uri, tmp_path / "final")
@@ -155,7 +155,7 @@ def test_best_exporter_across_a_restart_compares_with_the_true_best(run: Run) ->
     base, opts = run.base("restart"), run.backend.storage_options
     ckpt = _checkpoints(run)[-1]
 
-    def export(exporter: BestExporter, loss: float) -> str | None:
+    def export(exporter: BestExporter, loss: float) -> bytes | None:
         result = {"loss": np.float32(loss), "global_step": np.int64(40)}
         return exporter.export(run.estimator, "unused", ckpt, result, False)
 
@@ -209,9 +209,9 @@ def test_best_exporter_pins_the_best_against_foreign_newer_exports(
     foreign = publish(source.decode(), base, metadata={"metrics": {"loss": 9.0}})  # newer, worse
     assert exporter.export(estimator, "unused", ckpt, {"loss": 3.0}, False) is None
     better = exporter.export(estimator, "unused", ckpt, {"loss": 0.5}, False)
-    remaining = [e.uri.removeprefix("file://") for e in list_exports(base)]
+    remaining = [e.uri.removeprefix("file://").encode() for e in list_exports(base)]
     assert remaining == [best, better]  # keep=2 newest would have kept the foreign one instead
-    assert foreign.uri.removeprefix("file://") not in remaining
+    assert foreign.uri.removeprefix("file://").encode() not in remaining
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,8 +221,9 @@ def test_default_base_is_the_stock_export_path_and_returns_a_plain_path(run_loca
     estimator, ckpt = run_local
     export_path = os.path.join(estimator.model_dir, "export", "latest")
     exporter = LatestExporter("latest", serving_input_receiver_fn, exports_to_keep=None)
-    result = exporter.export(estimator, export_path, ckpt, {"loss": 1.0, "global_step": 10}, False)
-    assert isinstance(result, str)
+    raw = exporter.export(estimator, export_path, ckpt, {"loss": 1.0, "global_step": 10}, False)
+    assert isinstance(raw, bytes)  # what export_saved_model returns, as the stock exporter
+    result = raw.decode()
     assert os.path.dirname(result) == export_path
     assert os.path.isfile(os.path.join(result, "saved_model.pb"))
     assert list_exports(export_path)[0].metadata["global_step"] == 10
@@ -234,7 +235,7 @@ def test_as_text_writes_saved_model_pbtxt(run_local: Any, tmp_path: Path) -> Non
                              export_base=str(tmp_path / "final"))  # fmt: skip
     assert exporter.export(estimator, "unused", ckpt, {"loss": 1.0}, False) is None  # not final
     result = exporter.export(estimator, "unused", ckpt, {"loss": 1.0}, True)
-    assert os.path.isfile(os.path.join(result, "saved_model.pbtxt"))
+    assert os.path.isfile(os.path.join(result.decode(), "saved_model.pbtxt"))
 
 
 def test_exporters_are_stock_exporters_and_evalspec_accepts_them() -> None:
@@ -296,6 +297,7 @@ WORKER_SCRIPT = textwrap.dedent(
     results = [
         exporter.export(estimator, "unused", ckpt, {"loss": 1.0}, False) for ckpt in checkpoints
     ]
+    results = [r.decode() if isinstance(r, bytes) else r for r in results]
     print(json.dumps({"task": estimator.config.task_type, "results": results}))
     """
 )
