@@ -15,7 +15,7 @@ from .errors import CorruptExportError, ExportNotFoundError
 from .layout import MARKER_NAME, marker_path, parse_version, version_dir
 from .marker import MAX_MARKER_BYTES, ExportInfo, FileRecord, parse_marker
 from .retry import DEFAULT_RETRY, RetryPolicy
-from .storage import TRANSFER_CHUNK, Entry, Storage, resolve
+from .storage import Entry, Storage, resolve
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +139,9 @@ def verify_export(
     Intact means: the marker validates and the version directory holds exactly its files with
     their sizes. ``deep=True`` also compares each file's checksum with the manifest, without
     reading its bytes where the store keeps a CRC32C (GCS: from the listing; S3: HeadObject with
-    ChecksumMode). An object that should carry the CRC32C this library declared but carries
-    none was rewritten after the commit and counts as corrupt. Files with no stored CRC32C to
-    compare (local disk, memory, version-1 markers, S3 multipart uploads) are read and hashed,
+    ChecksumMode). A GCS object without crc32c counts as corrupt. Files with no stored CRC32C
+    to compare (local disk, memory, version-1 markers, S3 multipart or foreign uploads, an S3
+    object rewritten without a checksum) are read and hashed,
     with a warning on object stores. ``download=True`` re-reads every file's bytes. The
     returned info's ``verified_by`` says which method checked each file.
     """
@@ -207,7 +207,6 @@ def _checksum_problems(
 
 
 def _declared(storage: Storage, record: FileRecord) -> bool:
-    """Did publish declare this file's CRC32C to the store (so that the store must keep it)?"""
-    if record.crc32c is None:
-        return False
-    return storage.kind == "gcs" or (storage.kind == "s3" and record.size < 2 * TRANSFER_CHUNK)
+    """Must the store hold a CRC32C for this object? GCS computes one for every object. On S3
+    only a declared checksum is kept, and adopted or foreign uploads declare none: read those."""
+    return record.crc32c is not None and storage.kind == "gcs"

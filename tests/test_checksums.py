@@ -127,12 +127,14 @@ def test_s3_keeps_the_declared_crc32c_and_deep_verify_uses_heads(s3_backend, sou
     good = ce.verify_export(s3_backend.base, info.version, deep=True, filesystem=fs)
     assert set(good.verified_by.values()) == {"head"}
     assert _byte_reads(fs) == []
-    # Rewritten through the raw client: the object no longer carries our CRC32C.
+    # Rewritten through the raw client: the object no longer carries our CRC32C, so that one
+    # file (and only it) is read, and the mismatch is found.
     _corrupt(s3_backend, info)
     fs.reset_counters()
-    with pytest.raises(ce.CorruptExportError, match=r"variables\.index has no stored checksum"):
+    with pytest.raises(ce.CorruptExportError, match=r"variables\.index checksum mismatch"):
         ce.verify_export(s3_backend.base, info.version, deep=True, filesystem=fs)
-    assert _byte_reads(fs) == []
+    read = {p for _, paths in _byte_reads(fs) for p in paths}
+    assert read and all(p.endswith("variables/variables.index") for p in read)
 
 
 def test_download_rereads_every_file(backend, source):
