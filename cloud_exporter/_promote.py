@@ -9,7 +9,6 @@ see the old export, then none, then the new one, and TF Serving-like loaders nev
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,7 +32,6 @@ from .layout import (
 from .marker import MAX_MARKER_BYTES, ExportInfo, parse_marker
 from .policies import metric_value
 from .retry import DEFAULT_RETRY, RetryPolicy
-from .source import CHUNK
 from .storage import Storage, resolve
 from .untrusted import load_json
 
@@ -327,14 +325,12 @@ def read_promoted(
 def _check_checksums(storage: Storage, root: str, info: ExportInfo) -> None:
     bad: list[str] = []
 
-    def check(path: str, expected: str) -> None:
-        digest = hashlib.sha256()
-        with storage.open_read(join(root, path)) as f:
-            while chunk := f.read(CHUNK):
-                digest.update(chunk)
-        if digest.hexdigest() != expected:
-            bad.append(path)
+    def check(record: Any) -> None:
+        if not storage.read_digests(join(root, record.path), record.sha256 is not None).matches(
+            record
+        ):
+            bad.append(record.path)
 
-    storage.run_parallel(lambda f: check(f.path, f.sha256), list(info.files))
+    storage.run_parallel(check, list(info.files))
     if bad:
         raise CorruptExportError(f"{storage.uri(root)}: checksum mismatch for {sorted(bad)[:5]}")

@@ -9,7 +9,6 @@ adopt twice, or in two processes at once, adopts each directory once.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -26,7 +25,7 @@ from .layout import join, marker_path, version_dir
 from .marker import ExportInfo, FileRecord, encode_marker, parse_marker
 from .retention import _read_journals, _staged_versions
 from .retry import DEFAULT_RETRY, RetryPolicy
-from .source import CHUNK
+from .source import Digests
 from .storage import Entry, Storage, resolve
 
 __all__ = ["AdoptReport", "adopt", "adopt_exports"]
@@ -101,7 +100,7 @@ def adopt(
             log.warning("not adopting %s: %s", storage.uri(version_dir(root, version)), reason)
             continue
         if dry_run:
-            records = [_record(p, e.size, "") for p, e in sorted(files.items())]
+            records = [_record(p, e.size, None) for p, e in sorted(files.items())]
             report.adopted.append(_info(storage, root, version, records, _metadata(version)))
             continue
         _adopt_one(storage, root, version, files, report)
@@ -122,7 +121,7 @@ def _adopt_one(
 
     def digest(relpath: str) -> None:
         records[relpath] = _record(
-            relpath, files[relpath].size, _sha256(storage, directory, relpath)
+            relpath, files[relpath].size, _digests(storage, directory, relpath)
         )
 
     storage.run_parallel(digest, sorted(files))
@@ -151,17 +150,16 @@ def _adopt_one(
     report.already.append(version)
 
 
-def _record(path: str, size: int, sha256: str) -> FileRecord:
-    """The one place adopt builds a FileRecord (checksum fields grow here)."""
-    return FileRecord(path, size, sha256)
+def _record(path: str, size: int, digests: Digests | None) -> FileRecord:
+    """The one place adopt builds a FileRecord (CRC32C, and SHA-256 too: the bytes are read
+    anyway); a dry run has no checksums."""
+    if digests is None:
+        return FileRecord(path, size)
+    return FileRecord(path, size, digests.sha256, digests.crc32c)
 
 
-def _sha256(storage: Storage, directory: str, relpath: str) -> str:
-    digest = hashlib.sha256()
-    with storage.open_read(join(directory, relpath)) as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _digests(storage: Storage, directory: str, relpath: str) -> Digests:
+    return storage.read_digests(join(directory, relpath), sha256=True)
 
 
 def _metadata(version: int) -> dict[str, Any]:

@@ -240,7 +240,10 @@ def _register_verify(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("verify", parents=[common], help="check one or every export is intact")
     _base(p)
     p.add_argument("version", nargs="?", type=VERSION, help="version to check (default: all)")
-    p.add_argument("--deep", action="store_true", help="also read every file and compare SHA-256")
+    p.add_argument("--deep", action="store_true", help="also compare checksums (CRC32C)")
+    p.add_argument(
+        "--download", action="store_true", help="with --deep: re-read every file's bytes"
+    )
     p.set_defaults(run=_cmd_verify)
 
 
@@ -378,7 +381,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     options = storage_options(args.storage_option)
     if args.version is not None:  # one version: its result, or its one-line error
         with progress(args, "verify", None, delay=0 if args.deep else 1.0):
-            info = verify_export(args.base, args.version, deep=args.deep, storage_options=options)
+            info = verify_export(
+                args.base,
+                args.version,
+                deep=args.deep,
+                download=args.download,
+                storage_options=options,
+            )
         _emit(args, {"version": info.version, "ok": True, "uri": info.uri}, f"OK {info.uri}")
         return 0
     exports = list_exports(args.base, storage_options=options)
@@ -389,7 +398,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     with progress(args, "verify", total, delay=0 if args.deep else 1.0) as bar:
         for e in exports:
             try:
-                info = verify_export(args.base, e.version, deep=args.deep, storage_options=options)
+                info = verify_export(
+                    args.base,
+                    e.version,
+                    deep=args.deep,
+                    download=args.download,
+                    storage_options=options,
+                )
                 results.append({"version": e.version, "ok": True, "uri": info.uri})
             except (CorruptExportError, ExportNotFoundError) as exc:
                 codes.append(4 if isinstance(exc, CorruptExportError) else 3)

@@ -20,13 +20,12 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Protocol
 
 from .errors import CorruptExportError, VersionConflictError
 from .layout import MARKER_NAME, is_saved_model_file, join, marker_path, staging_dir, version_dir
 from .marker import FileRecord, encode_marker, parse_marker
-from .source import SourceFile, copy_file, sha256_file
+from .source import Digests, SourceFile, copy_file
 from .storage import Storage
 
 log = logging.getLogger(__name__)
@@ -45,6 +44,7 @@ class Plan:
     created: float
     library_version: str
     on_file: Callable[[int], None] | None = None
+    checksum: str = "crc32c"  # "sha256": SHA-256 as well (CRC32C is always recorded)
     records: dict[str, FileRecord] = field(default_factory=dict)
     staged: list[str] = field(default_factory=list)  # paths written under the staging prefix
     placed: list[str] = field(default_factory=list)  # paths written into the version directory
@@ -87,31 +87,29 @@ def split_last(files: list[SourceFile]) -> tuple[list[SourceFile], list[SourceFi
 
 
 def transfer_hashed(
-    plan: Plan, files: list[SourceFile], transfer: Callable[[SourceFile], None]
+    plan: Plan, files: list[SourceFile], transfer: Callable[[SourceFile], Digests]
 ) -> None:
-    """Transfer each file and hash it (one streaming read) as separate jobs on one pool, largest
-    first, so that no transfer waits for its checksum."""
+    """Transfer files concurrently, largest first; ``transfer`` hashes the bytes it moves (one
+    read per file). ``plan.on_file`` hears each file's size once its transfer is complete."""
 
-    def digest(f: SourceFile) -> None:
-        plan.records[f.relpath] = FileRecord(f.relpath, f.size, sha256_file(f.local_path))
+    def one(f: SourceFile) -> None:
+        digests = transfer(f)
+        plan.records[f.relpath] = FileRecord(f.relpath, f.size, digests.sha256, digests.crc32c)
         if plan.resume is not None:
             plan.resume.step(plan, f)
         if plan.on_file is not None:
             plan.on_file(f.size)
 
-    largest_first = sorted(files, key=lambda f: -f.size)
-    jobs = [partial(job, f) for f in largest_first for job in (transfer, digest)]
-    plan.storage.run_parallel(lambda job: job(), jobs)
+    plan.storage.run_parallel(one, sorted(files, key=lambda f: -f.size))
 
 
 def upload_hashed(plan: Plan, prefix: str, files: list[SourceFile], record: list[str]) -> None:
-    """Upload files below ``prefix`` (recorded in ``record``), hashing them beside the uploads."""
+    """Upload files below ``prefix`` (recorded in ``record``), each declaring its CRC32C."""
     record.extend(join(prefix, f.relpath) for f in files)
+    sha256 = plan.checksum == "sha256"
 
-    def upload(f: SourceFile) -> None:
-        plan.storage.upload([(f.local_path, join(prefix, f.relpath))])
-        if plan.resume is not None:
-            plan.resume.step(plan, f)
+    def upload(f: SourceFile) -> Digests:
+        return plan.storage.upload_hashed(f.local_path, join(prefix, f.relpath), sha256)
 
     transfer_hashed(plan, files, upload)
 
@@ -139,9 +137,19 @@ def write_marker(plan: Plan) -> None:
 def _check_in_place(plan: Plan, when: str) -> None:
     """CorruptExportError unless the version directory holds exactly the manifest's files."""
     storage = plan.storage
-    listed = {e.relpath: e.size for e in storage.list_tree(plan.target)}
-    listed.pop(MARKER_NAME, None)
+    entries = [e for e in storage.list_tree(plan.target) if e.relpath != MARKER_NAME]
+    listed = {e.relpath: e.size for e in entries}
     expected = {r.path: r.size for r in plan.manifest()}
+    # Where the listing carries the store's CRC32C (GCS), compare it too: no extra request.
+    crcs = {r.path: r.crc32c for r in plan.manifest()}
+    bad_crc = sorted(
+        e.relpath for e in entries if e.crc32c and crcs.get(e.relpath, e.crc32c) != e.crc32c
+    )
+    if bad_crc:
+        raise CorruptExportError(
+            f"{storage.uri(plan.target)} holds objects whose stored CRC32C differs from the "
+            f"bytes uploaded ({bad_crc[:5]}); nothing was committed: publish again"
+        )
     for path, size in expected.items():  # a lagging listing may not show fresh objects yet
         if listed.get(path) != size:
             listed[path] = storage.size_of(join(plan.target, path))
@@ -196,7 +204,10 @@ class LocalRename:
         build = plan.staging
         for f in plan.files:
             os.makedirs(os.path.dirname(os.path.join(build, f.relpath)), exist_ok=True)
-        transfer_hashed(plan, plan.files, lambda f: copy_file(f, os.path.join(build, f.relpath)))
+        sha256 = plan.checksum == "sha256"
+        transfer_hashed(
+            plan, plan.files, lambda f: copy_file(f, os.path.join(build, f.relpath), sha256)
+        )
         with open(os.path.join(build, MARKER_NAME), "wb") as out:
             out.write(plan.marker_bytes())
         try:

@@ -53,3 +53,7 @@ class PruneIncompleteError(StorageError):
     def __init__(self, message: str, report: object = None) -> None:
         super().__init__(message)
         self.report = report
+
+
+class ChecksumMismatchError(StorageError):
+    """The store rejected an upload whose bytes did not match the checksum it declared."""

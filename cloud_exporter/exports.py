@@ -6,17 +6,15 @@ reads markers only where it needs their contents.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import CorruptExportError, ExportNotFoundError
 from .layout import MARKER_NAME, marker_path, parse_version, version_dir
-from .marker import MAX_MARKER_BYTES, ExportInfo, parse_marker
+from .marker import MAX_MARKER_BYTES, ExportInfo, FileRecord, parse_marker
 from .retry import DEFAULT_RETRY, RetryPolicy
-from .source import CHUNK
 from .storage import Entry, Storage, resolve
 
 log = logging.getLogger(__name__)
@@ -131,6 +129,7 @@ def verify_export(
     version: int,
     *,
     deep: bool = False,
+    download: bool = False,
     filesystem: Any = None,
     storage_options: dict[str, Any] | None = None,
     retry: RetryPolicy = DEFAULT_RETRY,
@@ -138,7 +137,13 @@ def verify_export(
     """Check that ``version`` is committed and intact; raise CorruptExportError if not.
 
     Intact means: the marker validates and the version directory holds exactly its files with
-    their sizes. ``deep=True`` also streams every file and compares SHA-256 checksums.
+    their sizes. ``deep=True`` also compares each file's checksum with the manifest, without
+    reading its bytes where the store keeps a CRC32C (GCS: from the listing; S3: HeadObject with
+    ChecksumMode). A GCS object without crc32c counts as corrupt. Files with no stored CRC32C
+    to compare (local disk, memory, version-1 markers, S3 multipart or foreign uploads, an S3
+    object rewritten without a checksum) are read and hashed,
+    with a warning on object stores. ``download=True`` re-reads every file's bytes. The
+    returned info's ``verified_by`` says which method checked each file.
     """
     storage, root = _storage(base, filesystem, storage_options, retry)
     info = read_export(storage, root, version)
@@ -151,8 +156,9 @@ def verify_export(
         if f.path in listed and listed[f.path] != f.size
     ]
     problems += [f"unexpected {p}" for p in sorted(set(listed) - {f.path for f in info.files})]
+    methods: dict[str, str] = {}
     if not problems and deep:
-        problems = _checksum_problems(storage, root, info)
+        problems, methods = _checksum_problems(storage, root, info, download)
     if problems:
         if storage.read_bytes(marker_path(root, version), 0) is None:
             read_export(storage, root, version)  # pruned meanwhile: ExportNotFoundError
@@ -160,23 +166,53 @@ def verify_export(
             f"export {info.uri} is not intact: {'; '.join(problems[:10])}; publish it again or "
             "delete it with 'cloud-exporter prune'"
         )
-    return info
+    return replace(info, verified_by=methods) if deep else info
 
 
-def _checksum_problems(storage: Storage, base: str, info: ExportInfo) -> list[str]:
+def _checksum_problems(
+    storage: Storage, base: str, info: ExportInfo, download: bool
+) -> tuple[list[str], dict[str, str]]:
+    root = version_dir(base, info.version)
+    methods: dict[str, str] = {}
     problems: list[str] = []
+    stored: dict[str, str | None] = {}
+    if not download:
+        stored = storage.stored_checksums(root, [f.path for f in info.files if f.crc32c])
+    to_read: list[FileRecord] = []
+    for record in info.files:
+        value = stored.get(record.path)
+        if value is None and not download and _declared(storage, record):
+            problems.append(f"{record.path} has no stored checksum (rewritten after commit?)")
+            methods[record.path] = "listing" if storage.kind == "gcs" else "head"
+        elif value is None:
+            to_read.append(record)
+        else:
+            methods[record.path] = "listing" if storage.kind == "gcs" else "head"
+            if value != record.crc32c:
+                problems.append(f"{record.path} checksum mismatch (stored CRC32C {value})")
+    if to_read and not download and storage.kind != "other":
+        log.warning(
+            "%s: the store keeps no CRC32C for %d files (%s...); reading their bytes",
+            info.uri,
+            len(to_read),
+            to_read[0].path,
+        )
 
-    def check(record: Any) -> None:
-        digest = hashlib.sha256()
+    def check(record: FileRecord) -> None:
         try:
-            with storage.open_read(f"{version_dir(base, info.version)}/{record.path}") as f:
-                while chunk := f.read(CHUNK):
-                    digest.update(chunk)
+            digests = storage.read_digests(f"{root}/{record.path}", record.sha256 is not None)
         except FileNotFoundError:
             problems.append(f"missing {record.path}")
             return
-        if digest.hexdigest() != record.sha256:
+        methods[record.path] = "read"
+        if not digests.matches(record):
             problems.append(f"{record.path} checksum mismatch")
 
-    storage.run_parallel(check, list(info.files))
-    return problems
+    storage.run_parallel(check, to_read)
+    return problems, methods
+
+
+def _declared(storage: Storage, record: FileRecord) -> bool:
+    """Must the store hold a CRC32C for this object? GCS computes one for every object. On S3
+    only a declared checksum is kept, and adopted or foreign uploads declare none: read those."""
+    return record.crc32c is not None and storage.kind == "gcs"

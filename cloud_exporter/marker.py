@@ -19,12 +19,15 @@ from .source import check_relative_path
 from .untrusted import check_depth, load_json
 
 FORMAT = "cloud-exporter-marker"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-file crc32c, sha256 optional; 1: sha256 only (still read)
+READ_VERSIONS = (1, 2)
 MAX_MARKER_BYTES = 16 << 20
 MAX_FILES = 200_000
 MAX_FILE_SIZE = 1 << 44  # 16 TiB, beyond any object store's object limit
 MAX_METADATA_DEPTH = 32  # what publish accepts; readers allow the marker's own 2 levels more
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_CRC32C = re.compile(r"^[0-9a-f]{8}$")
+CHECKSUMS = ("crc32c", "sha256")
 _KEYS = {
     "format",
     "format_version",
@@ -39,11 +42,21 @@ _KEYS = {
 
 @dataclass(frozen=True)
 class FileRecord:
-    """One file of an export: path relative to the version directory, size, SHA-256."""
+    """One file of an export: path relative to the version directory, size and checksums.
+
+    ``crc32c`` is 8 lowercase hex digits (big-endian, as GCS and S3 store it in base64); markers
+    of format version 1 carry only ``sha256``. Every version-2 record has ``crc32c``.
+    """
 
     path: str
     size: int
-    sha256: str
+    sha256: str | None = None
+    crc32c: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "size": self.size}
+        out.update({k: getattr(self, k) for k in CHECKSUMS if getattr(self, k) is not None})
+        return out
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,9 @@ class ExportInfo:
     metadata: dict[str, Any] = field(default_factory=dict)
     writer_id: str = ""
     library_version: str = ""
+    #: Set by ``verify_export(deep=True)``: how each file's bytes were checked, "listing" (GCS
+    #: crc32c from the listing), "head" (S3 ChecksumCRC32C) or "read" (bytes re-read and hashed).
+    verified_by: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def created_at(self) -> datetime:
@@ -76,7 +92,8 @@ class ExportInfo:
             "metadata": self.metadata,
             "writer_id": self.writer_id,
             "library_version": self.library_version,
-            "files": [f.__dict__ for f in self.files],
+            "files": [f.to_json() for f in self.files],
+            **({"verified_by": self.verified_by} if self.verified_by else {}),
         }
 
 
@@ -97,7 +114,7 @@ def encode_marker(
         "writer_id": writer_id,
         "library_version": library_version,
         "metadata": metadata,
-        "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files],
+        "files": [f.to_json() for f in files],
     }
     try:
         return json.dumps(doc, allow_nan=False, sort_keys=True).encode()
@@ -137,8 +154,9 @@ def parse_marker(data: bytes, expected_version: int, uri: str) -> ExportInfo:
         raise bad(str(exc)) from None
     if not isinstance(doc, dict) or set(doc) != _KEYS:
         raise bad("unexpected structure or keys")
-    if doc["format"] != FORMAT or doc["format_version"] != FORMAT_VERSION:
-        raise bad(f"unknown format {doc['format']!r} version {doc['format_version']!r}")
+    fmt_version = doc["format_version"]
+    if doc["format"] != FORMAT or not _is_int(fmt_version) or fmt_version not in READ_VERSIONS:
+        raise bad(f"unknown format {doc['format']!r} version {fmt_version!r}")
     if not _is_int(doc["version"]) or doc["version"] != expected_version:
         raise bad(f"version {doc['version']!r} does not match directory {expected_version}")
     created = doc["created"]
@@ -153,7 +171,7 @@ def parse_marker(data: bytes, expected_version: int, uri: str) -> ExportInfo:
             raise bad(f"{key} is not a short string")
     if not isinstance(doc["metadata"], dict):
         raise bad("metadata is not an object")
-    files = _parse_files(doc["files"], bad)
+    files = _parse_files(doc["files"], bad, fmt_version)
     return ExportInfo(
         version=expected_version,
         uri=uri,
@@ -165,15 +183,16 @@ def parse_marker(data: bytes, expected_version: int, uri: str) -> ExportInfo:
     )
 
 
-def _parse_files(raw: object, bad: Any) -> tuple[FileRecord, ...]:
+def _parse_files(raw: object, bad: Any, fmt_version: int) -> tuple[FileRecord, ...]:
     if not isinstance(raw, list) or not raw or len(raw) > MAX_FILES:
         raise bad("files is not a non-empty list of bounded length")
+    allowed = [{"path", "size", "sha256"}] if fmt_version == 1 else _V2_KEYS
     records = []
     seen = set()
     for item in raw:
-        if not isinstance(item, dict) or set(item) != {"path", "size", "sha256"}:
+        if not isinstance(item, dict) or set(item) not in allowed:
             raise bad("a file entry has unexpected keys")
-        path, size, sha = item["path"], item["size"], item["sha256"]
+        path, size, sha, crc = item["path"], item["size"], item.get("sha256"), item.get("crc32c")
         try:
             check_relative_path(path, "file path")
         except InvalidArgumentError as exc:
@@ -182,13 +201,18 @@ def _parse_files(raw: object, bad: Any) -> tuple[FileRecord, ...]:
             raise bad(f"file path {path!r} is reserved or duplicated")
         if not _is_int(size) or not 0 <= size <= MAX_FILE_SIZE:
             raise bad(f"size of {path!r} is not an integer in [0, {MAX_FILE_SIZE}]")
-        if not isinstance(sha, str) or not _SHA256.match(sha):
+        if sha is not None and (not isinstance(sha, str) or not _SHA256.match(sha)):
             raise bad(f"sha256 of {path!r} is not 64 lowercase hex digits")
+        if crc is not None and (not isinstance(crc, str) or not _CRC32C.match(crc)):
+            raise bad(f"crc32c of {path!r} is not 8 lowercase hex digits")
         seen.add(path)
-        records.append(FileRecord(path, size, sha))
+        records.append(FileRecord(path, size, sha, crc))
     if not seen.intersection(SAVED_MODEL_NAMES):
         raise bad("no saved_model.pb or saved_model.pbtxt is listed")
     return tuple(records)
+
+
+_V2_KEYS = [{"path", "size", "crc32c"}, {"path", "size", "crc32c", "sha256"}]
 
 
 def _is_int(value: object) -> bool:

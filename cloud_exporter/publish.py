@@ -13,7 +13,7 @@ from . import __version__
 from .commit import Plan, choose_strategy, our_marker_committed
 from .errors import InvalidArgumentError, TransientStorageError, VersionConflictError
 from .layout import MAX_VERSION, claim_path, marker_path, parse_version, staging_root
-from .marker import ExportInfo, check_metadata, parse_marker
+from .marker import CHECKSUMS, ExportInfo, check_metadata, parse_marker
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .source import scan_source
 from .storage import Storage, resolve
@@ -39,17 +39,22 @@ def publish(
     concurrency: int = 8,
     progress: Callable[[int], None] | None = None,
     resume: bool = True,
+    checksum: str = "crc32c",
 ) -> ExportInfo:
     """Publish the SavedModel in ``source_dir`` as a new version under ``base``, atomically.
 
     The export becomes visible only when its marker is written; a failure at any step leaves no
     visible export. ``keep`` prunes to the newest N afterwards (see ``prune``). ``progress`` is
-    called with the byte count of each file once it is transferred. ``resume`` (staged mode)
-    reuses staged objects an interrupted publish proved identical (see docs/async.md).
+    called with the byte count of each file once it is transferred. ``checksum``: "crc32c"
+    (default) records each file's CRC32C, which the stores check on upload and keep;
+    "sha256" records SHA-256 as well. ``resume`` (staged mode) reuses staged objects an
+    interrupted publish proved identical (see docs/async.md).
     """
     if mode not in MODES:
         raise InvalidArgumentError(f"mode must be one of {MODES}, got {mode!r}")
     check_version(version)
+    if checksum not in CHECKSUMS:
+        raise InvalidArgumentError(f"checksum must be one of {CHECKSUMS}, got {checksum!r}")
     if keep is not None:
         from .policies import check_keep
 
@@ -60,7 +65,9 @@ def publish(
     storage = Storage(fs, retry, concurrency)
     writer_id = f"w{os.getpid()}-{uuid.uuid4().hex[:12]}"
     claimed = claim_version(storage, root, version, writer_id)
-    plan = Plan(storage, root, claimed, files, writer_id, meta, time.time(), __version__, progress)
+    plan = Plan(
+        storage, root, claimed, files, writer_id, meta, time.time(), __version__, progress, checksum
+    )
     strategy = choose_strategy(storage, mode)
     if resume and strategy.name == "staged":
         from .resume import Session

@@ -28,8 +28,9 @@ from typing import Any
 from .errors import StorageError
 from .layout import join, staging_root
 from .marker import FileRecord
-from .source import SourceFile, sha256_file
+from .source import Digests, SourceFile, hash_file
 from .storage import Storage
+from .untrusted import load_json
 
 log = logging.getLogger(__name__)
 
@@ -44,33 +45,43 @@ def record_path(staging: str, relpath: str) -> str:
 
 
 def encode_record(record: FileRecord) -> bytes:
-    doc = {"format": _FORMAT, "path": record.path, "size": record.size, "sha256": record.sha256}
+    doc = {
+        "format": _FORMAT,
+        "path": record.path,
+        "size": record.size,
+        "crc32c": record.crc32c,
+        "sha256": record.sha256,
+    }
     return json.dumps(doc, ensure_ascii=False).encode()
 
 
 def parse_record(data: bytes | None, name: str) -> FileRecord | None:
     """The record in ``data`` if it is well formed and stored under its own name; else None."""
     try:
-        doc = json.loads(data or b"")
-        path, size, digest = doc["path"], doc["size"], doc["sha256"]
+        doc = load_json(data or b"", _RECORD_LIMIT)
+        path, size, crc, sha = doc["path"], doc["size"], doc["crc32c"], doc["sha256"]
         valid = (
             doc.get("format") == _FORMAT
             and isinstance(path, str)
             and isinstance(size, int)
             and not isinstance(size, bool)
             and size >= 0
-            and isinstance(digest, str)
-            and len(digest) == 64
+            and isinstance(crc, str)
+            and len(crc) == 8
+            and (sha is None or (isinstance(sha, str) and len(sha) == 64))
             and name == hashlib.sha256(path.encode()).hexdigest() + ".json"
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
-    return FileRecord(path, size, digest) if valid else None
+    return FileRecord(path, size, sha, crc) if valid else None
 
 
-def find_reusable(storage: Storage, base: str, files: list[SourceFile]) -> dict[str, FileRecord]:
-    """{relpath: (staged object, size, sha256)} for every local file a staged object is proven
-    to hold exactly, from one listing of the staging area."""
+def find_reusable(
+    storage: Storage, base: str, files: list[SourceFile]
+) -> dict[str, tuple[str, Digests]]:
+    """{relpath: (staged object, the local file's digests)} for every local file a staged object
+    is proven to hold exactly (same size and CRC32C, and SHA-256 where the record has one),
+    from one listing of the staging area."""
     root = staging_root(base)
     entries = storage.list_tree(root)
     sizes = {e.relpath: e.size for e in entries}
@@ -81,7 +92,7 @@ def find_reusable(storage: Storage, base: str, files: list[SourceFile]) -> dict[
         if marker in e.relpath and e.size <= _RECORD_LIMIT and e.relpath.endswith(".json")
     ]
     local = {f.relpath: f for f in files}
-    candidates: dict[str, list[tuple[str, str]]] = {}
+    candidates: dict[str, list[tuple[str, FileRecord]]] = {}
     for path, data in storage.read_many(paths, _RECORD_LIMIT).items():
         staging, _, name = path.rpartition(marker)
         record = parse_record(data, name)
@@ -91,18 +102,18 @@ def find_reusable(storage: Storage, base: str, files: list[SourceFile]) -> dict[
         staged = join(staging, record.path)
         if sizes.get(staged[len(root) + 1 :]) != record.size:
             continue  # the object is gone (or never was whole): nothing to reuse
-        candidates.setdefault(record.path, []).append((staged, record.sha256))
-    digests: dict[str, str] = {}
+        candidates.setdefault(record.path, []).append((staged, record))
+    digests: dict[str, Digests] = {}
 
     def digest(relpath: str) -> None:
-        digests[relpath] = sha256_file(local[relpath].local_path)
+        digests[relpath] = hash_file(local[relpath].local_path, sha256=True)
 
     storage.run_parallel(digest, sorted(candidates))
-    reusable: dict[str, FileRecord] = {}
+    reusable: dict[str, tuple[str, Digests]] = {}
     for relpath, found in candidates.items():
-        for staged, sha in found:
-            if sha == digests[relpath]:
-                reusable[relpath] = FileRecord(staged, local[relpath].size, sha)
+        for staged, record in found:
+            if digests[relpath].matches(record):
+                reusable[relpath] = (staged, digests[relpath])
                 break
     return reusable
 
@@ -115,7 +126,6 @@ class Session:
         self.reused_files = 0
         self.reused_bytes = 0
         self._lock = threading.Lock()
-        self._half_done: set[str] = set()
 
     def reuse(self, plan: Any) -> list[SourceFile]:
         """Copy every proven staged object into ``plan.staging``; return the files to upload."""
@@ -124,17 +134,17 @@ class Session:
         def copy(f: SourceFile) -> None:
             dst = join(plan.staging, f.relpath)
             try:
-                plan.storage.copy([(self.found[f.relpath].path, dst)])
+                plan.storage.copy([(self.found[f.relpath][0], dst)])
             except StorageError as exc:  # gone since the listing: upload it instead
-                log.info("cannot reuse %s (%s); uploading it", self.found[f.relpath].path, exc)
+                log.info("cannot reuse %s (%s); uploading it", self.found[f.relpath][0], exc)
                 with self._lock:
                     todo.append(f)
                 return
             with self._lock:
                 plan.staged.append(dst)
-                plan.records[f.relpath] = FileRecord(
-                    f.relpath, f.size, self.found[f.relpath].sha256
-                )
+                digests = self.found[f.relpath][1]
+                sha = digests.sha256 if plan.checksum == "sha256" else None
+                plan.records[f.relpath] = FileRecord(f.relpath, f.size, sha, digests.crc32c)
                 self.reused_files += 1
                 self.reused_bytes += f.size
             self._write_record(plan, f)
@@ -154,12 +164,7 @@ class Session:
         return sorted(todo, key=lambda f: order[f.relpath])
 
     def step(self, plan: Any, f: SourceFile) -> None:
-        """Called once after the upload and once after the hash of ``f``; the second writes its
-        record (an upload is proven only when both are done)."""
-        with self._lock:
-            if f.relpath not in self._half_done:
-                self._half_done.add(f.relpath)
-                return
+        """Called once ``f`` is uploaded and hashed (one pass): writes its record."""
         self._write_record(plan, f)
 
     def _write_record(self, plan: Any, f: SourceFile) -> None:

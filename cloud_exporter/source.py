@@ -5,13 +5,16 @@ Nothing is written anywhere until ``scan_source`` has accepted the whole input.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import posixpath
 import re
-import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import google_crc32c
 
 from .errors import InvalidArgumentError, InvalidSourceError
 from .layout import ASSETS_EXTRA_DIRNAME, MARKER_NAME, SAVED_MODEL_NAMES, is_saved_model_file
@@ -140,21 +143,85 @@ def _assets_extra(assets_extra: Mapping[str, str] | None) -> list[SourceFile]:
     return extras
 
 
-def sha256_file(path: str) -> str:
-    """Hex SHA-256 of a local file, read in one streaming pass."""
-    digest = hashlib.sha256()
+class Digests:
+    """CRC32C (always) and optionally SHA-256 of a byte stream, updated chunk by chunk."""
+
+    def __init__(self, sha256: bool = False) -> None:
+        self._crc = google_crc32c.Checksum()
+        self._sha = hashlib.sha256() if sha256 else None
+
+    def update(self, chunk: bytes) -> None:
+        self._crc.update(chunk)
+        if self._sha is not None:
+            self._sha.update(chunk)
+
+    @property
+    def crc32c(self) -> str:
+        return self._crc.digest().hex()
+
+    @property
+    def sha256(self) -> str | None:
+        return None if self._sha is None else self._sha.hexdigest()
+
+    def matches(self, record: Any) -> bool:
+        """True if every checksum ``record`` carries equals this stream's."""
+        if record.crc32c is not None and record.crc32c != self.crc32c:
+            return False
+        return record.sha256 is None or self._sha is None or record.sha256 == self.sha256
+
+
+def crc32c_b64(hex_crc: str) -> str:
+    """The base64 form GCS and S3 use for a CRC32C given as 8 hex digits."""
+    return base64.b64encode(bytes.fromhex(hex_crc)).decode()
+
+
+def crc32c_hex(b64: str) -> str | None:
+    """8 hex digits from the stores' base64 CRC32C; None if it is not a 4-byte value."""
+    try:
+        raw = base64.b64decode(b64, validate=True)
+    except (ValueError, TypeError):
+        return None
+    return raw.hex() if len(raw) == 4 else None
+
+
+def digest_stream(f: BinaryIO, sha256: bool, sink: Iterable[Any] = ()) -> tuple[Digests, int]:
+    """Read ``f`` to its end once, hashing each chunk and handing it to every sink's write()."""
+    digests, total = Digests(sha256), 0
+    sinks = list(sink)
+    while chunk := f.read(CHUNK):
+        digests.update(chunk)
+        for out in sinks:
+            out.write(chunk)
+        total += len(chunk)
+    return digests, total
+
+
+def read_hashed(path: str, sha256: bool) -> tuple[bytes, Digests]:
+    """A small file's bytes and checksums from one read (the upload sends these same bytes)."""
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        data = f.read()
+    digests = Digests(sha256)
+    digests.update(data)
+    return data, digests
 
 
-def copy_file(f: SourceFile, dst: str) -> None:
-    """Copy a source file to a local path with the kernel's copy (no bytes through Python)."""
-    shutil.copyfile(f.local_path, dst)
-    copied = os.path.getsize(dst)
-    if copied != f.size:
+def hash_file(path: str, sha256: bool) -> Digests:
+    """Checksums of a local file, read in one streaming pass."""
+    with open(path, "rb") as f:
+        return digest_stream(f, sha256)[0]
+
+
+def copy_file(f: SourceFile, dst: str, sha256: bool = False) -> Digests:
+    """Copy a source file to a local path, hashing the bytes as they pass: each byte read once."""
+    with open(f.local_path, "rb") as src, open(dst, "wb") as out:
+        digests, copied = digest_stream(src, sha256, [out])
+    check_unchanged(f, copied)
+    return digests
+
+
+def check_unchanged(f: SourceFile, seen: int) -> None:
+    if seen != f.size:
         raise InvalidSourceError(
             f"{f.local_path} changed while it was being published ({f.size} bytes when checked, "
-            f"{copied} when copied); publish a directory that nothing writes to any more"
+            f"{seen} when copied); publish a directory that nothing writes to any more"
         )

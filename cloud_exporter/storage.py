@@ -30,12 +30,14 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
 from .errors import (
+    ChecksumMismatchError,
     InvalidArgumentError,
     LocationNotFoundError,
     PermissionDeniedError,
     StorageError,
 )
 from .retry import DEFAULT_RETRY, RetryPolicy
+from .source import Digests, crc32c_b64, crc32c_hex, digest_stream, hash_file, read_hashed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,6 +50,9 @@ DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1000 keys per request
 # memory:// lives in this process: a lock makes its creates exclusive (reentrant, so that a test
 # hook may publish from inside a create).
 _MEMORY_CREATE_LOCK = threading.RLock()
+HEADS_IN_FLIGHT = 16  # concurrent HeadObject requests of a deep verify on S3
+REJECTED_UPLOAD_TRIES = 3  # an upload the store rejects for its checksum is sent this often
+_REJECTION_MARKERS = ("baddigest", "checksum", "crc32c", "md5")
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class Entry:
     relpath: str
     size: int
     mtime: float | None
+    crc32c: str | None = None  # 8 hex digits, where the listing carries it (GCS)
 
 
 def resolve(
@@ -136,6 +142,10 @@ class Storage:
         self._put_options = _bounded_put_options(real)
         self._get_options = _bounded_get_options(real)
         self._large_file = threading.Semaphore(1)  # one multipart upload at a time
+        protocols = real.protocol if isinstance(real.protocol, (tuple, list)) else (real.protocol,)
+        self.kind = "s3" if "s3" in protocols else "gcs" if "gs" in protocols else "other"
+        if self.kind == "gcs":
+            _allow_gcs_crc32c_upload_field()
 
     # -- naming ---------------------------------------------------------------------------
     def uri(self, path: str) -> str:
@@ -200,7 +210,15 @@ class Storage:
         for path, info in found.items():
             if info.get("type", "file") != "file" or not path.startswith(root):
                 continue
-            entries.append(Entry(path[len(root) :], int(info.get("size") or 0), _mtime(info)))
+            crc = info.get("crc32c")
+            entries.append(
+                Entry(
+                    path[len(root) :],
+                    int(info.get("size") or 0),
+                    _mtime(info),
+                    crc32c_hex(crc) if isinstance(crc, str) else None,
+                )
+            )
         return entries
 
     def list_children(self, prefix: str) -> list[str]:
@@ -297,6 +315,16 @@ class Storage:
         self.forget(path)
         return self._call("open", path, self.fs.open, path, "rb")
 
+    def read_digests(self, path: str, sha256: bool) -> Digests:
+        """Stream one object's bytes (a download) and return their checksums."""
+
+        def read() -> Digests:
+            self.fs.invalidate_cache(path)  # a cached size or ETag may be stale
+            with self.fs.open(path, "rb") as f:
+                return digest_stream(f, sha256)[0]
+
+        return self._call("read", path, read)
+
     # -- writes ---------------------------------------------------------------------------
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """Write ``data`` only if nothing exists at ``path``; False when something does."""
@@ -322,6 +350,88 @@ class Storage:
                 self._write("upload", pair[1], self.fs.put_file, *pair, **self._put_options)
 
         self.run_parallel(one, sorted(pairs, key=lambda p: -os.path.getsize(p[0])))
+
+    def upload_hashed(self, local_path: str, remote: str, sha256: bool = False) -> Digests:
+        """Upload one file declaring its CRC32C, so that the store rejects corrupted bytes.
+
+        Files up to TRANSFER_CHUNK are read once: the bytes hashed are the bytes sent. Larger
+        files are hashed in one pass, then streamed by the backend (a second read, from the page
+        cache). Declared: GCS crc32c in the upload metadata; S3 ChecksumCRC32C on single-request
+        uploads (s3fs sends no per-part checksums, so multipart uploads declare none). A rejected
+        upload is sent again, then raises ChecksumMismatchError.
+        """
+        size = os.path.getsize(local_path)
+        for attempt in range(1, REJECTED_UPLOAD_TRIES + 1):
+            try:
+                if size <= TRANSFER_CHUNK:
+                    data, digests = read_hashed(local_path, sha256)
+                    declare = self._declare(digests, single=True)
+                    self._write("upload", remote, self.fs.pipe_file, remote, data, **declare)
+                else:
+                    digests = hash_file(local_path, sha256)
+                    declare = self._declare(digests, single=size < 2 * TRANSFER_CHUNK)
+                    with self._large_file:  # memory ~ parts in flight x TRANSFER_CHUNK
+                        self._write(
+                            "upload",
+                            remote,
+                            self.fs.put_file,
+                            local_path,
+                            remote,
+                            **self._put_options,
+                            **declare,
+                        )
+                return digests
+            except (OSError, ValueError, StorageError) as exc:  # StorageError: wrapped by _call
+                if not _is_checksum_rejection(exc):
+                    raise
+                log.warning("%s rejected (attempt %d): %s", self.uri(remote), attempt, exc)
+                last = exc
+        raise ChecksumMismatchError(
+            f"the store rejected {self.uri(remote)} {REJECTED_UPLOAD_TRIES} times: its bytes did "
+            f"not match the CRC32C of {local_path} ({last}); check the disk and network, then "
+            "publish again"
+        ) from last
+
+    def _declare(self, digests: Digests, single: bool) -> dict[str, Any]:
+        if self.kind == "gcs":
+            return {"fixed_key_metadata": {"crc32c": crc32c_b64(digests.crc32c)}}
+        if self.kind == "s3" and single:
+            return {"ChecksumAlgorithm": "CRC32C", "ChecksumCRC32C": crc32c_b64(digests.crc32c)}
+        return {}
+
+    def stored_checksums(self, prefix: str, relpaths: Sequence[str]) -> dict[str, str | None]:
+        """The CRC32C (8 hex digits) the store keeps for each object, None where it keeps none.
+
+        GCS: one fresh listing (crc32c is in every object resource). S3: HeadObject with
+        ChecksumMode=ENABLED, HEADS_IN_FLIGHT at a time. Other filesystems keep none. No
+        object's bytes are read.
+        """
+        if self.kind == "gcs":
+            listed = {e.relpath: e.crc32c for e in self.list_tree(prefix)}
+            return {p: listed.get(p) for p in relpaths}
+        out: dict[str, str | None] = dict.fromkeys(relpaths)
+        if self.kind != "s3":
+            return out
+        real = innermost(self.fs)
+
+        def head(relpath: str) -> None:
+            path = f"{prefix}/{relpath}"
+            bucket, key, _ = real.split_path(path)
+            got = self._call(
+                "stat",
+                path,
+                real.call_s3,
+                "head_object",
+                Bucket=bucket,
+                Key=key,
+                ChecksumMode="ENABLED",
+            )
+            value = got.get("ChecksumCRC32C")
+            out[relpath] = crc32c_hex(value) if isinstance(value, str) else None
+
+        with ThreadPoolExecutor(max(1, min(HEADS_IN_FLIGHT, len(relpaths)))) as pool:
+            list(pool.map(head, relpaths))
+        return out
 
     def copy(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Server-side copy of ``(src, dst)`` pairs, concurrently (no bytes through the client).
@@ -409,6 +519,20 @@ def _bounded_get_options(fs: Any) -> dict[str, Any]:
     if "gs" in protocols or "gcs" in protocols:
         return {"concurrency": 1}
     return {}
+
+
+def _is_checksum_rejection(exc: BaseException) -> bool:
+    """An upload refused because its bytes did not match the declared checksum (HTTP 400)."""
+    text = f"{type(exc).__name__} {exc} {exc.__cause__!r}".lower()
+    return (any(m in text for m in _REJECTION_MARKERS) and "400" in text) or "baddigest" in text
+
+
+def _allow_gcs_crc32c_upload_field() -> None:
+    """Let gcsfs put ``crc32c`` into an upload's object resource (its fixed_key_metadata
+    names a fixed set of fields; the JSON API validates a crc32c given there)."""
+    import gcsfs.core
+
+    gcsfs.core.SUPPORTED_FIXED_KEY_METADATA.setdefault("crc32c", "crc32c")
 
 
 def is_permission_denied(exc: OSError) -> bool:

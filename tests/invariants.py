@@ -16,38 +16,39 @@ Every check reads through a filesystem the caller passes, which must not inject 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
+
 import cloud_exporter as ce
 from cloud_exporter.layout import MARKER_NAME, STAGING_DIRNAME, is_saved_model_file, parse_version
 from cloud_exporter.marker import ExportInfo
 
-Manifest = dict[str, str]  # relative path -> sha256 hex
+Manifest = dict[str, str]  # relative path -> crc32c hex (as the marker records it)
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def checksum(data: bytes) -> str:
+    return google_crc32c.Checksum(data).digest().hex()
 
 
 def manifest_of(source: Path | str, assets_extra: Mapping[str, str] | None = None) -> Manifest:
     """The files a publish of ``source`` (plus ``assets_extra``) puts into a version directory."""
     root = Path(source)
     found = {
-        p.relative_to(root).as_posix(): sha256(p.read_bytes())
+        p.relative_to(root).as_posix(): checksum(p.read_bytes())
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
     for dest, src in (assets_extra or {}).items():
-        found[f"assets.extra/{dest}"] = sha256(Path(src).read_bytes())
+        found[f"assets.extra/{dest}"] = checksum(Path(src).read_bytes())
     return found
 
 
 def manifest_of_export(info: ExportInfo) -> Manifest:
-    return {f.path: f.sha256 for f in info.files}
+    return {f.path: f.crc32c for f in info.files}
 
 
 def committed(fs: Any, base: str) -> dict[int, ExportInfo]:
@@ -118,7 +119,7 @@ def check_servable(
             continue
         held = sorted(f for f in files if f != MARKER_NAME)
         contents = fs.cat([f"{root}/{version}/{f}" for f in held])
-        have = {f: sha256(contents[f"{root}/{version}/{f}"]) for f in held}
+        have = {f: checksum(contents[f"{root}/{version}/{f}"]) for f in held}
         candidates = [known[version]] if version in known else trees
         assert any(have == tree for tree in candidates), (
             f"{context}: {version}/ holds saved_model.pb but not a complete model "

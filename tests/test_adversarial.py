@@ -295,7 +295,7 @@ def test_deep_verify_racing_a_prune_raises_export_not_found(backend, source):
     hook = run_before("open", "variables.index", prune_first)
     fs = FaultyFileSystem(backend.new_fs(), fail_on=[hook])
     with pytest.raises(ce.ExportNotFoundError, match=str(first.version)):
-        ce.verify_export(backend.base, first.version, deep=True, filesystem=fs)
+        ce.verify_export(backend.base, first.version, deep=True, download=True, filesystem=fs)
 
 
 def test_verify_racing_a_prune_between_marker_and_listing(backend, source):

@@ -248,15 +248,15 @@ def test_a_source_file_that_grows_during_a_local_publish_is_refused(tmp_path, mo
     version appears (the build directory is never renamed into place)."""
     src = model(tmp_path)
     base = tmp_path / "exports"
-    real_copyfile = source_module.shutil.copyfile
+    real_digest_stream = source_module.digest_stream
 
-    def copy_while_growing(a: str, b: str) -> Any:
-        if a.endswith("variables.index"):
-            with open(a, "ab") as grow:
+    def copy_while_growing(f: Any, *args: Any) -> Any:
+        if f.name.endswith("variables.index"):
+            with open(f.name, "ab") as grow:
                 grow.write(b"appended by a writer still running")
-        return real_copyfile(a, b)
+        return real_digest_stream(f, *args)
 
-    monkeypatch.setattr(source_module.shutil, "copyfile", copy_while_growing)
+    monkeypatch.setattr(source_module, "digest_stream", copy_while_growing)
     with pytest.raises(ce.InvalidSourceError, match=r"variables\.index.*changed while"):
         ce.publish(src, str(base))
     assert ce.list_exports(str(base)) == []

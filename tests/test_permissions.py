@@ -62,8 +62,11 @@ class Case:
 PUBLISH_CASES = [
     Case("no-create", lambda: on(("pipe_file", "put_file", "cp_file")), "create"),
     Case("claim", lambda: on(("pipe_file",), CLAIM_SUFFIX), "create"),
-    Case("upload-staged", lambda: on(("put_file",)), "upload"),
-    Case("upload-direct", lambda: on(("put_file",)), "upload", "direct"),
+    # Files up to 8 MiB are uploaded with pipe_file (one read: hashed bytes = sent bytes).
+    Case("upload-staged", lambda: on(("put_file", "pipe_file"), "saved_model.pb"), "upload"),
+    Case(
+        "upload-direct", lambda: on(("put_file", "pipe_file"), "saved_model.pb"), "upload", "direct"
+    ),
     Case("copy", lambda: on(("cp_file",)), "copy"),
     Case("marker-staged", lambda: on(("pipe_file",), MARKER_NAME), "create"),
     Case("marker-direct", lambda: on(("pipe_file",), MARKER_NAME), "create", "direct"),
