@@ -8,12 +8,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from invariants import check_state, committed, manifest_of
+from invariants import check_state, committed, manifest_of, manifest_of_export
 from savedmodels import fake_saved_model
 from servers import Backend
 
 import cloud_exporter as ce
-from cloud_exporter.layout import STAGING_DIRNAME
+from cloud_exporter.layout import MARKER_NAME, STAGING_DIRNAME
 from cloud_exporter.resume import RECORDS_DIRNAME
 from cloud_exporter.testing import FailOn, FaultyFileSystem, InjectedCrash
 
@@ -24,12 +24,21 @@ def _source(tmp_path: Path, seed: int = 1, shard: int = 64 << 10) -> Path:
     return root
 
 
+def _is_data_upload(call) -> bool:
+    """A model file sent from the client: put_file, or pipe_file (small files are sent with
+    the bytes they were hashed from) of anything but claims, upload records and markers."""
+    if call.method == "put_file":
+        return True
+    target = call.targets[0] if call.targets else call.paths[0]
+    return (
+        call.method == "pipe_file"
+        and RECORDS_DIRNAME not in target
+        and not target.endswith((".claim", MARKER_NAME))
+    )
+
+
 def _uploads(fs: FaultyFileSystem) -> int:
-    return sum(1 for c in fs.calls if c.method == "put_file" and c.applied)
-
-
-def _bytes_uploaded(fs: FaultyFileSystem) -> int:
-    return sum(Path(c.paths[0]).stat().st_size for c in fs.calls if c.method == "put_file")
+    return sum(1 for c in fs.calls if _is_data_upload(c) and c.applied)
 
 
 def test_crash_at_every_mutating_call_then_resume(
@@ -79,10 +88,10 @@ def test_resume_reuses_only_what_is_proven_identical(
     shard.write_bytes(bytes(reversed(shard.read_bytes())))
     resumer = FaultyFileSystem(server_backend.new_fs())
     info = ce.publish(source, base, filesystem=resumer, concurrency=1)
-    uploaded = {Path(c.paths[0]).name for c in resumer.calls if c.method == "put_file"}
+    uploaded = {c.targets[-1].rsplit("/", 1)[-1] for c in resumer.calls if _is_data_upload(c)}
     assert uploaded == {shard.name}
     ce.verify_export(base, info.version, deep=True, filesystem=server_backend.new_fs())
-    assert {f.path: f.sha256 for f in info.files} == manifest_of(source)
+    assert manifest_of_export(info) == manifest_of(source)
     # resume=False uploads everything again.
     again = FaultyFileSystem(server_backend.new_fs())
     ce.publish(source, base, filesystem=again, concurrency=1, resume=False)
@@ -128,8 +137,17 @@ def test_a_transient_failure_keeps_its_uploads_for_the_resume(
 ) -> None:
     source = _source(tmp_path)
     base = server_backend.base
-    # The third upload keeps failing past a one-attempt retry budget (network gone).
-    outage = FailOn(method="put_file", nth=3, error=None, times=None)
+    # The third upload keeps failing past a one-attempt retry budget (network gone). Small
+    # files go up with pipe_file, as do claims and upload records: count the data uploads.
+    data_uploads = [0]
+
+    def from_the_third_upload(method: str, path: str) -> bool:
+        if RECORDS_DIRNAME in path or path.endswith((".claim", MARKER_NAME)):
+            return False
+        data_uploads[0] += 1
+        return data_uploads[0] >= 3
+
+    outage = FailOn(method="pipe_file", predicate=from_the_third_upload, error=None, times=None)
     flaky = FaultyFileSystem(server_backend.new_fs(), fail_on=[outage])
     with pytest.raises(ce.TransientStorageError):
         ce.publish(
@@ -142,7 +160,8 @@ def test_a_transient_failure_keeps_its_uploads_for_the_resume(
     assert _uploads(resumer) == len(info.files) - done_before
     ce.verify_export(base, info.version, deep=True, filesystem=server_backend.new_fs())
     # A permanent failure cleans its staging up as before.
-    denied = FailOn(method="put_file", nth=2, error=lambda: PermissionError(13, "no"), times=None)
+    # pipe_file 1 is the claim, 2 the first upload.
+    denied = FailOn(method="pipe_file", nth=2, error=lambda: PermissionError(13, "no"), times=None)
     with pytest.raises(ce.PermissionDeniedError):
         ce.publish(source, server_backend.join("denied"), filesystem=FaultyFileSystem(
             server_backend.new_fs(), fail_on=[denied]), concurrency=1)  # fmt: skip
