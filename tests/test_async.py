@@ -19,7 +19,15 @@ import cloud_exporter as ce
 from cloud_exporter.asynchronous import set_exit_timeout, wait_all
 from cloud_exporter.testing import FailOn, FaultyFileSystem
 
-DENIED = FailOn(method="put_file", error=lambda: PermissionError(13, "injected denial"), times=None)
+
+def _data_upload(method: str, path: str) -> bool:
+    """Every upload of a model file (small files go up with pipe_file, as claims do)."""
+    return method in ("put_file", "pipe_file") and not path.endswith(".claim")
+
+
+DENIED = FailOn(
+    predicate=_data_upload, error=lambda: PermissionError(13, "injected denial"), times=None
+)
 
 
 def _source(tmp_path: Path, seed: int) -> Path:
@@ -130,7 +138,12 @@ EXIT_SCRIPT = textwrap.dedent(
     case, base, options, sources = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4:]
     inner = fsspec.filesystem("s3", skip_instance_cache=True, **options)
     if case == "fail":
-        denied = FailOn(method="put_file", error=lambda: PermissionError(13, "denied"), times=None)
+        denied = FailOn(
+            predicate=lambda method, path: method in ("put_file", "pipe_file")
+            and not path.endswith(".claim"),
+            error=lambda: PermissionError(13, "denied"),
+            times=None,
+        )
         fs = FaultyFileSystem(inner, fail_on=[denied])
         set_exit_timeout(60)
     elif case == "lost":
