@@ -39,7 +39,7 @@ from .exports import scan_exports
 from .layout import MARKER_NAME, marker_path, parse_version, version_dir
 from .marker import MAX_MARKER_BYTES, ExportInfo, FileRecord, parse_marker
 from .retry import DEFAULT_RETRY, RetryPolicy
-from .source import CHUNK
+from .source import CHUNK, Digests, hash_file
 from .storage import Storage, resolve
 
 log = logging.getLogger(__name__)
@@ -262,23 +262,15 @@ def _mismatch(path: str, record: FileRecord) -> str | None:
     size = os.path.getsize(path)
     if size != record.size:
         return f"{size} bytes, marker says {record.size}"
-    digests = _digests(record)
-    if digests:
-        with open(path, "rb") as f:
-            while chunk := f.read(CHUNK):
-                for d in digests.values():
-                    d.update(chunk)
-    return _digest_problem(digests, record)
+    return _digest_problem(hash_file(path, sha256=record.sha256 is not None), record)
 
 
-def _digests(record: FileRecord) -> dict[str, Any]:
-    """A fresh hasher per checksum the record carries; add crc32c here when FileRecord has it."""
-    return {"sha256": hashlib.sha256()} if getattr(record, "sha256", None) else {}
-
-
-def _digest_problem(digests: dict[str, Any], record: FileRecord) -> str | None:
-    bad = [name for name, d in digests.items() if d.hexdigest() != getattr(record, name)]
-    return f"{bad[0]} mismatch" if bad else None
+def _digest_problem(digests: Digests, record: FileRecord) -> str | None:
+    if record.crc32c is not None and digests.crc32c != record.crc32c:
+        return "crc32c mismatch"
+    if not digests.matches(record):
+        return "sha256 mismatch"
+    return None
 
 
 class _TailHasher(threading.Thread):
@@ -287,7 +279,7 @@ class _TailHasher(threading.Thread):
     def __init__(self, path: str, record: FileRecord) -> None:
         super().__init__(daemon=True)
         self.path, self.record, self.size = path, record, 0
-        self.digests = _digests(record)
+        self.digests = Digests(sha256=record.sha256 is not None)
         self._done = threading.Event()
 
     def finish(self) -> None:
@@ -312,8 +304,7 @@ class _TailHasher(threading.Thread):
                 chunk = f.read(CHUNK)
                 if chunk:
                     self.size += len(chunk)
-                    for d in self.digests.values():
-                        d.update(chunk)
+                    self.digests.update(chunk)
                 elif done:
                     return
                 else:
@@ -373,7 +364,7 @@ def _stage_name(info: ExportInfo) -> str:
 
 def _info_id(info: ExportInfo) -> str:
     """Identifies the export's content (its file list), stable across runs."""
-    listing = "\n".join(f"{f.path}\0{f.size}\0{f.sha256}" for f in info.files)
+    listing = "\n".join(f"{f.path}\0{f.size}\0{f.crc32c}\0{f.sha256}" for f in info.files)
     return _id(f"{info.created!r}\0{info.writer_id}\0{listing}".encode())
 
 

@@ -14,7 +14,8 @@ def fake_saved_model(path: Path | str, seed: int = 0, shard_bytes: int = 4096) -
     root = Path(path)
     (root / "variables").mkdir(parents=True, exist_ok=True)
     (root / "assets").mkdir(exist_ok=True)
-    payload = (f"seed={seed};".encode() * (shard_bytes // 8 + 1))[:shard_bytes]
+    pattern = f"seed={seed};".encode()
+    payload = (pattern * (shard_bytes // len(pattern) + 1))[:shard_bytes]
     (root / "variables" / "variables.data-00000-of-00001").write_bytes(payload)
     (root / "variables" / "variables.index").write_bytes(f"index {seed}".encode())
     (root / "assets" / "vocab.txt").write_text(f"a\nb\n{seed}\n")

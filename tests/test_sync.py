@@ -250,7 +250,7 @@ def test_corrupt_remote_file_is_not_synced(backend, tmp_path, caplog, name):
         assert ce.sync_exports(backend.base, local, filesystem=backend.new_fs()) == []
     assert local_versions(local) == []
     assert staging_leftovers(local) == []
-    assert "sha256 mismatch" in caplog.text
+    assert "crc32c mismatch" in caplog.text
 
 
 def test_bad_arguments_get_typed_errors(tmp_path):
@@ -432,3 +432,31 @@ def _wait_for(condition, timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.02)
+
+
+@pytest.mark.parametrize("shard", [4096, 9 << 20], ids=["hashed-after", "hashed-during"])
+def test_sha256_exports_sync_and_are_checked_by_both_sums(backend, tmp_path, shard):
+    """An export published with SHA-256 syncs; each file is checked by CRC32C and SHA-256."""
+    src = fake_saved_model(tmp_path / "src", shard_bytes=shard)
+    info = ce.publish(src, backend.base, filesystem=backend.fs, checksum="sha256")
+    assert all(f.sha256 and f.crc32c for f in info.files)
+    local = tmp_path / "serving"
+    added = ce.sync_exports(backend.base, local, filesystem=backend.new_fs())
+    assert [i.version for i in added] == [info.version]
+    synced = tree(local / str(info.version))
+    assert {k: v for k, v in synced.items() if k not in (MARKER_NAME, SYNC_RECORD_NAME)} == tree(src)
+
+
+def test_a_sha256_mismatch_alone_refuses_the_version(backend, tmp_path, caplog):
+    """Matching size and CRC32C are not enough when the marker also records a SHA-256."""
+    src = fake_saved_model(tmp_path / "src")
+    info = ce.publish(src, backend.base, filesystem=backend.fs, checksum="sha256")
+    marker = backend.strip(info.uri) + "/" + MARKER_NAME
+    doc = json.loads(backend.fs.cat_file(marker))
+    doc["files"][0]["sha256"] = "0" * 64
+    backend.fs.pipe_file(marker, json.dumps(doc).encode())
+    local = tmp_path / "serving"
+    with caplog.at_level(logging.ERROR, logger="cloud_exporter.sync"):
+        assert ce.sync_exports(backend.base, local, filesystem=backend.new_fs()) == []
+    assert "sha256 mismatch" in caplog.text
+    assert local_versions(local) == []
