@@ -47,9 +47,10 @@ GCS_RESUMABLE_CHUNK = 32 << 20  # gcsfs sends a resumable upload's chunks one at
 PARTS_IN_FLIGHT = 4  # concurrent parts of the one large upload allowed at a time (s3fs)
 CLOCK_PROBE_PREFIX = ".cloud-exporter-clock-"  # store_now's probe objects (orphans if it dies)
 DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1000 keys per request
-# memory:// lives in this process: a lock makes its creates exclusive (reentrant, so that a test
-# hook may publish from inside a create).
-_MEMORY_CREATE_LOCK = threading.RLock()
+# memory:// lives in this process: a lock per path makes its creates exclusive; creates of other
+# paths never wait on it, and it is reentrant (a test hook may publish from inside a create).
+_MEMORY_CREATE_LOCKS: dict[str, threading.RLock] = {}
+_MEMORY_LOCKS_GUARD = threading.Lock()
 HEADS_IN_FLIGHT = 16  # concurrent HeadObject requests of a deep verify on S3
 REJECTED_UPLOAD_TRIES = 3  # an upload the store rejects for its checksum is sent this often
 _REJECTION_MARKERS = ("baddigest", "checksum", "crc32c", "md5")
@@ -63,6 +64,11 @@ class Entry:
     size: int
     mtime: float | None
     crc32c: str | None = None  # 8 hex digits, where the listing carries it (GCS)
+
+
+def _memory_create_lock(path: str) -> threading.RLock:
+    with _MEMORY_LOCKS_GUARD:
+        return _MEMORY_CREATE_LOCKS.setdefault(path, threading.RLock())
 
 
 def resolve(
@@ -332,7 +338,7 @@ class Storage:
             if self.is_local:
                 self._write("create", path, _local_create_exclusive, path, data)
             elif self._is_memory:
-                with _MEMORY_CREATE_LOCK:
+                with _memory_create_lock(path):
                     self._write("create", path, self.fs.pipe_file, path, data, mode="create")
             else:
                 self._write("create", path, self.fs.pipe_file, path, data, mode="create")

@@ -174,9 +174,7 @@ def test_pruned_version_number_is_never_handed_out_again(backend, source, tmp_pa
 
     def others_publish_and_prune() -> None:
         for _ in range(4):
-            # resume=False: its upload records are created on worker threads, which would wait
-            # for the memory store's create lock that the hooked create holds.
-            ce.publish(other, backend.base, keep=3, filesystem=backend.new_fs(), resume=False)
+            ce.publish(other, backend.base, keep=3, filesystem=backend.new_fs())
 
     assert ce.list_exports(backend.base, filesystem=backend.new_fs()) == []
     hook = run_before("pipe_file", f"{guess}.claim", others_publish_and_prune)
