@@ -176,3 +176,20 @@ def test_adopt_alongside_publishes_and_prunes(backend, model: Path) -> None:
     assert [e.version for e in listed][-3:] == [p.version for p in published]
     for export in listed:
         verify_export(backend.base, export.version, storage_options=opts)
+
+
+@pytest.mark.parametrize("name", ["exp[1]", "exp?1", "exp*", "a b#c%41", "ünï-çødé"])
+def test_adopt_takes_a_hostile_base_literally(backend, model: Path, name: str) -> None:
+    """A base whose name fsspec would expand as a glob adopts its own directories only."""
+    hostile = f"{backend.scratch}/models/{name}"
+    sibling = f"{backend.scratch}/models/exp1"  # what exp[1], exp?1 and exp* would match
+    hostile_root, sibling_root = backend.strip(hostile), backend.strip(sibling)
+    for root in (hostile_root, sibling_root):
+        for relpath, data in tree(model).items():
+            write_object(backend.fs, f"{root}/{STOCK}/{relpath}", data)
+    report = adopt(hostile, storage_options=backend.storage_options)
+    assert [i.version for i in report.adopted] == [STOCK]
+    assert report.refused == {}
+    assert [e.version for e in list_exports(hostile, filesystem=backend.new_fs())] == [STOCK]
+    assert list_exports(sibling, filesystem=backend.new_fs()) == []
+    verify_export(hostile, STOCK, deep=True, filesystem=backend.new_fs())
