@@ -1,4 +1,5 @@
-"""``publish``: validate, claim a version, commit it with a strategy, clean up, optionally prune."""
+"""``publish``: validate, claim a version, commit it with a strategy (which cleans up after
+itself), optionally prune."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import __version__
-from .commit import Plan, choose_strategy, our_marker_committed
+from ._version import __version__
+from .commit import Plan, choose_strategy
 from .errors import InvalidArgumentError, TransientStorageError, VersionConflictError
-from .layout import MAX_VERSION, claim_path, marker_path, parse_version, staging_root
+from .layout import MAX_VERSION, claim_path, marker_path, parse_version
 from .marker import CHECKSUMS, ExportInfo, check_metadata, parse_marker
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .source import scan_source
@@ -78,9 +79,10 @@ def publish(
         strategy.commit(plan)
     except BaseException as exc:
         # Storage still failing past the retry budget: keep the staged uploads to resume from.
-        _abort(plan, keep_staged=plan.resume is not None and isinstance(exc, TransientStorageError))
+        keep_staged = plan.resume is not None and isinstance(exc, TransientStorageError)
+        strategy.abort(plan, keep_staged)
         raise
-    _cleanup(plan)
+    strategy.cleanup(plan)
     info = parse_marker(plan.marker_bytes(), claimed, storage.uri(plan.target))
     log.info("committed %s (%d files, %d bytes)", info.uri, len(info.files), info.total_size)
     if keep is not None:
@@ -157,29 +159,3 @@ def _try_claim(
 def _listed_versions(storage: Storage, base: str) -> set[int]:
     """Version directory names directly below ``base``, from a fresh listing."""
     return {v for v in map(parse_version, storage.list_children(base)) if v is not None}
-
-
-def _cleanup(plan: Plan) -> None:
-    """Remove the staging copies and the claim; a failure here leaves litter, never harm."""
-    try:
-        plan.storage.delete([*plan.staged, claim_path(plan.base, plan.version)])
-        plan.storage.remove_dir_if_empty(staging_root(plan.base))  # local disk: no litter
-    except Exception as exc:  # the export is committed; prune removes leftovers later
-        log.warning("committed, but cleanup of staging failed (%s); prune removes it later", exc)
-
-
-def _abort(plan: Plan, keep_staged: bool = False) -> None:
-    """Best effort after a failure: remove what this publish wrote unless it committed (with
-    ``keep_staged``, the staging uploads and their records stay for a resume)."""
-    storage = plan.storage
-    try:
-        if our_marker_committed(plan):
-            log.warning("publish failed after its marker landed: %s is committed", plan.target)
-            return
-        if storage.is_local:
-            storage.remove_local_tree(plan.staging)
-        storage.delete([*plan.placed, *([] if keep_staged else plan.staged)])
-        storage.delete_one(claim_path(plan.base, plan.version))  # last: it marks them as ours
-        storage.remove_dir_if_empty(staging_root(plan.base))  # local disk: no litter
-    except BaseException as exc:
-        log.warning("could not clean up after a failed publish (%s); prune removes it later", exc)
