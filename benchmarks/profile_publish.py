@@ -27,8 +27,14 @@ from .backends import BACKENDS, Store, open_store
 from .workloads import PROFILES, make_tree
 
 PHASES = {
-    "cloud_exporter.publish": ("scan_source", "claim_version", "_cleanup"),
-    "cloud_exporter.commit": ("upload_hashed", "write_marker", "sha256_file", "copy_file"),
+    "cloud_exporter.publishing": ("scan_source", "claim_version"),
+    "cloud_exporter.commit": (
+        "upload_hashed",
+        "write_marker",
+        "sha256_file",
+        "copy_file",
+        "_Strategy.cleanup",
+    ),
 }
 STORAGE_METHODS = (
     "upload",
@@ -46,6 +52,9 @@ def instrument(spans: list[Span]) -> None:
     """Replace the phase functions with timing wrappers that append to ``spans``."""
 
     def wrap(owner: Any, name: str) -> None:
+        if "." in name:  # Class.method
+            cls, name = name.split(".", 1)
+            owner = getattr(owner, cls, None)
         original = getattr(owner, name, None)
         if original is None:
             return

@@ -6,8 +6,7 @@ and ``cloud_exporter.keras`` do.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .adopt import adopt_exports
 from .asynchronous import publish_async
 from .errors import (
@@ -27,7 +26,7 @@ from .errors import (
 from .exports import latest_export, list_exports, verify_export
 from .marker import ExportInfo, FileRecord
 from .policies import KeepBest, KeepEveryHours, KeepNewest, KeepPinned
-from .publish import publish
+from .publishing import publish
 from .retention import PruneReport, prune
 from .retry import RetryPolicy
 from .sync import sync_exports

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from . import __version__
 from ._unmarked import STOCK_NAME, incomplete_reason, unmarked_versions
+from ._version import __version__
 from .errors import CorruptExportError, InvalidArgumentError
 from .exports import list_base, read_export
 from .layout import join, marker_path, version_dir

@@ -31,7 +31,7 @@ from typing import Any
 
 from .errors import InvalidArgumentError, PublishFailedError
 from .marker import ExportInfo
-from .publish import publish
+from .publishing import publish
 from .storage import resolve
 
 __all__ = [

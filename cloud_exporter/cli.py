@@ -17,7 +17,8 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from . import __version__, cli_adopt, cli_sync
+from . import cli_adopt, cli_sync
+from ._version import __version__
 from .cli_format import (
     HOURS,
     POSITIVE,
@@ -42,7 +43,7 @@ from .errors import (
     VersionConflictError,
 )
 from .exports import latest_export, list_exports, verify_export
-from .publish import publish
+from .publishing import publish
 from .retention import PruneReport, prune
 from .source import scan_source
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from .cli_format import format_table, terminal_width
 from .errors import CloudExporterError
 from .exports import list_exports, verify_export
-from .publish import publish
+from .publishing import publish
 
 
 def build_model(directory: str, slope: float) -> None:

@@ -10,7 +10,10 @@ Three strategies share one shape (``write`` the files, then the marker commits):
   directory and ``rename`` it into place: atomic for every reader.
 
 The marker is created only if absent, after checking that the version directory holds exactly
-the files it lists. An export exists iff its marker exists and parses.
+the files it lists (``commit_marker``). An export exists iff its marker exists and parses. Each
+strategy also owns its ``cleanup`` (after the commit) and ``abort`` (after a failure).
+``promotion`` commits copies of an export with the same functions (``copy_into_place``,
+``check_contents``, ``commit_marker``).
 """
 
 from __future__ import annotations
@@ -18,17 +21,28 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .errors import CorruptExportError, VersionConflictError
-from .layout import MARKER_NAME, is_saved_model_file, join, marker_path, staging_dir, version_dir
-from .marker import FileRecord, encode_marker, parse_marker
+from .layout import (
+    MARKER_NAME,
+    claim_path,
+    is_saved_model_file,
+    join,
+    marker_path,
+    staging_dir,
+    staging_root,
+    version_dir,
+)
+from .marker import MAX_MARKER_BYTES, FileRecord, encode_marker, parse_marker
 from .source import Digests, SourceFile, copy_file
 from .storage import Storage
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+PUBLISH_AGAIN = "publish again with a new version"
 
 
 @dataclass
@@ -79,11 +93,15 @@ class CommitStrategy(Protocol):
 
     def commit(self, plan: Plan) -> None: ...
 
+    def cleanup(self, plan: Plan) -> None: ...
 
-def split_last(files: list[SourceFile]) -> tuple[list[SourceFile], list[SourceFile]]:
-    """(every other file, the saved_model.pb/.pbtxt files that must land last)."""
-    last = [f for f in files if is_saved_model_file(f.relpath)]
-    return [f for f in files if not is_saved_model_file(f.relpath)], last
+    def abort(self, plan: Plan, keep_staged: bool = False) -> None: ...
+
+
+def split_last(items: Sequence[T], path: Callable[[T], str]) -> tuple[list[T], list[T]]:
+    """(every other item, the saved_model.pb/.pbtxt items that must land last)."""
+    last = [item for item in items if is_saved_model_file(path(item))]
+    return [item for item in items if not is_saved_model_file(path(item))], last
 
 
 def transfer_hashed(
@@ -114,57 +132,138 @@ def upload_hashed(plan: Plan, prefix: str, files: list[SourceFile], record: list
     transfer_hashed(plan, files, upload)
 
 
-def write_marker(plan: Plan) -> None:
-    """Check the version directory against the manifest, create the marker if absent, then
-    check again: whatever removed files in the window between the first check and the marker
-    (a pruner that judged them orphans) is caught, and the marker withdrawn."""
-    storage = plan.storage
-    _check_in_place(plan, "before commit")
-    path = marker_path(plan.base, plan.version)
-    data = plan.marker_bytes()
-    # Not created and not ours (a retried create whose answer was lost reads back as ours).
-    if not storage.create_exclusive(path, data) and storage.read_bytes(path, len(data)) != data:
-        raise VersionConflictError(
-            f"{storage.uri(path)} was committed by another writer; publish again with a new version"
-        )
-    try:
-        _check_in_place(plan, "after commit")
-    except CorruptExportError:
-        storage.delete_one(path)
-        raise
+def copy_files(
+    storage: Storage, src_dir: str, dst_dir: str, relpaths: Sequence[str], placed: list[str]
+) -> None:
+    """Server-side copy of ``relpaths`` from ``src_dir`` to ``dst_dir`` (recorded in ``placed``)."""
+    pairs = [(join(src_dir, p), join(dst_dir, p)) for p in relpaths]
+    if storage.is_local:  # local copies do not create parent directories
+        for _, dst in pairs:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+    placed.extend(dst for _, dst in pairs)
+    storage.copy(pairs)
 
 
-def _check_in_place(plan: Plan, when: str) -> None:
-    """CorruptExportError unless the version directory holds exactly the manifest's files."""
-    storage = plan.storage
-    entries = [e for e in storage.list_tree(plan.target) if e.relpath != MARKER_NAME]
+def copy_into_place(
+    storage: Storage, src_dir: str, dst_dir: str, relpaths: Sequence[str], placed: list[str]
+) -> None:
+    """Copy every other file first, then saved_model.pb: a loader that polls for it finds the
+    rest already there."""
+    for group in split_last(relpaths, str):
+        copy_files(storage, src_dir, dst_dir, group, placed)
+
+
+def check_contents(
+    storage: Storage,
+    directory: str,
+    manifest: Sequence[FileRecord],
+    when: str,
+    ignore: Collection[str] = (MARKER_NAME,),
+    fix: str = PUBLISH_AGAIN,
+) -> None:
+    """CorruptExportError unless ``directory`` holds exactly the manifest's files (names in
+    ``ignore`` aside), with their sizes and, where the listing carries it (GCS), their CRC32C.
+    Files a lagging listing does not show yet (or with an old size) are asked for by HEAD."""
+    entries = [e for e in storage.list_tree(directory) if e.relpath not in ignore]
     listed = {e.relpath: e.size for e in entries}
-    expected = {r.path: r.size for r in plan.manifest()}
-    # Where the listing carries the store's CRC32C (GCS), compare it too: no extra request.
-    crcs = {r.path: r.crc32c for r in plan.manifest()}
+    expected = {r.path: r.size for r in manifest}
+    crcs = {r.path: r.crc32c for r in manifest if r.crc32c}
     bad_crc = sorted(
         e.relpath for e in entries if e.crc32c and crcs.get(e.relpath, e.crc32c) != e.crc32c
     )
     if bad_crc:
         raise CorruptExportError(
-            f"{storage.uri(plan.target)} holds objects whose stored CRC32C differs from the "
-            f"bytes uploaded ({bad_crc[:5]}); nothing was committed: publish again"
+            f"{storage.uri(directory)} holds objects whose stored CRC32C differs from the "
+            f"manifest {when} ({bad_crc[:5]}); nothing was committed: {fix}"
         )
     for path, size in expected.items():  # a lagging listing may not show fresh objects yet
         if listed.get(path) != size:
-            listed[path] = storage.size_of(join(plan.target, path))
+            listed[path] = storage.size_of(join(directory, path))
     listed = {p: s for p, s in listed.items() if s is not None}
     if listed != expected:
         extra = sorted(set(listed) - set(expected))[:5]
         wrong = sorted(p for p in expected if listed.get(p) != expected[p])[:5]
         raise CorruptExportError(
-            f"{storage.uri(plan.target)} does not match the manifest {when} (unexpected "
-            f"{extra}, missing or wrong size {wrong}); nothing was committed: publish again "
-            "with a new version"
+            f"{storage.uri(directory)} does not match the manifest {when} (unexpected "
+            f"{extra}, missing or wrong size {wrong}); nothing was committed: {fix}"
         )
 
 
-class StagedCopy:
+def create_marker(storage: Storage, path: str, data: bytes, fix: str = PUBLISH_AGAIN) -> None:
+    """Create the marker only if absent; VersionConflictError if another writer's is there
+    (a retried create whose answer was lost reads back as ours, and counts as done)."""
+    if not storage.create_exclusive(path, data) and storage.read_bytes(path, len(data)) != data:
+        raise VersionConflictError(f"{storage.uri(path)} was committed by another writer; {fix}")
+
+
+def commit_marker(
+    storage: Storage,
+    directory: str,
+    manifest: Sequence[FileRecord],
+    data: bytes,
+    *,
+    ignore: Collection[str] = (MARKER_NAME,),
+    before_create: Callable[[], None] | None = None,
+    fix: str = PUBLISH_AGAIN,
+) -> None:
+    """The commit: check ``directory`` against the manifest, create its marker if absent,
+    then check again. Whatever removed files in the window between the first check and the
+    marker (a pruner that judged them orphans) is caught, and the marker withdrawn.
+    ``before_create`` runs between the check and the create (a last ownership test)."""
+    path = join(directory, MARKER_NAME)
+    check_contents(storage, directory, manifest, "before commit", ignore, fix)
+    if before_create is not None:
+        before_create()
+    create_marker(storage, path, data, fix)
+    try:
+        check_contents(storage, directory, manifest, "after commit", ignore, fix)
+    except CorruptExportError:
+        storage.delete_one(path)
+        raise
+
+
+def write_marker(plan: Plan) -> None:
+    """Commit a publish's version directory with its marker (see ``commit_marker``)."""
+    commit_marker(plan.storage, plan.target, plan.manifest(), plan.marker_bytes())
+
+
+class _Strategy:
+    """Cleanup and abort, from what the strategy recorded in the plan."""
+
+    name = ""
+
+    def cleanup(self, plan: Plan) -> None:
+        """After the commit: remove the staging copies and the claim (litter, never harm)."""
+        try:
+            plan.storage.delete([*plan.staged, claim_path(plan.base, plan.version)])
+            plan.storage.remove_dir_if_empty(staging_root(plan.base))  # local disk: no litter
+        except Exception as exc:  # the export is committed; prune removes leftovers later
+            log.warning(
+                "committed, but cleanup of staging failed (%s); prune removes it later", exc
+            )
+
+    def abort(self, plan: Plan, keep_staged: bool = False) -> None:
+        """Best effort after a failure: remove what this publish wrote unless it committed
+        (with ``keep_staged``, the staging uploads and their records stay for a resume)."""
+        storage = plan.storage
+        try:
+            if our_marker_committed(plan):
+                log.warning("publish failed after its marker landed: %s is committed", plan.target)
+                return
+            self._remove_build(plan)
+            storage.delete([*plan.placed, *([] if keep_staged else plan.staged)])
+            storage.delete_one(claim_path(plan.base, plan.version))  # last: marks them as ours
+            storage.remove_dir_if_empty(staging_root(plan.base))  # local disk: no litter
+        except BaseException as exc:
+            log.warning(
+                "could not clean up after a failed publish (%s); prune removes it later", exc
+            )
+
+    def _remove_build(self, plan: Plan) -> None:
+        pass
+
+
+class StagedCopy(_Strategy):
     """Upload to staging, copy server-side into place (saved_model.pb last), then commit."""
 
     name = "staged"
@@ -174,28 +273,24 @@ class StagedCopy:
         upload_hashed(plan, plan.staging, fresh, plan.staged)
         # One listing instead of a HEAD per copy: s3fs takes each source's size from it.
         plan.storage.list_tree(plan.staging)
-        others, last = split_last(plan.files)
-        for group in (others, last):
-            group = sorted(group, key=lambda f: -f.size)
-            pairs = [(join(plan.staging, f.relpath), join(plan.target, f.relpath)) for f in group]
-            plan.placed.extend(dst for _, dst in pairs)
-            plan.storage.copy(pairs)
+        relpaths = [f.relpath for f in sorted(plan.files, key=lambda f: -f.size)]
+        copy_into_place(plan.storage, plan.staging, plan.target, relpaths, plan.placed)
         write_marker(plan)
 
 
-class DirectWrite:
+class DirectWrite(_Strategy):
     """Upload straight into the version directory (saved_model.pb last), then commit."""
 
     name = "direct"
 
     def commit(self, plan: Plan) -> None:
-        others, last = split_last(plan.files)
+        others, last = split_last(plan.files, lambda f: f.relpath)
         upload_hashed(plan, plan.target, others, plan.placed)
         upload_hashed(plan, plan.target, last, plan.placed)
         write_marker(plan)
 
 
-class LocalRename:
+class LocalRename(_Strategy):
     """Build the complete version beside its final place, marker included, then rename it."""
 
     name = "local-rename"
@@ -219,6 +314,9 @@ class LocalRename:
                 ) from exc
             raise
 
+    def _remove_build(self, plan: Plan) -> None:
+        plan.storage.remove_local_tree(plan.staging)  # the unrenamed build directory
+
 
 def choose_strategy(storage: Storage, mode: str) -> CommitStrategy:
     if storage.is_local:
@@ -228,7 +326,7 @@ def choose_strategy(storage: Storage, mode: str) -> CommitStrategy:
 
 def our_marker_committed(plan: Plan) -> bool:
     """After a failure: did our marker land anyway (its answer lost)? Errors count as unknown."""
-    data = plan.storage.read_bytes(marker_path(plan.base, plan.version), 1 << 24)
+    data = plan.storage.read_bytes(marker_path(plan.base, plan.version), MAX_MARKER_BYTES)
     if data is None:
         return False
     try:

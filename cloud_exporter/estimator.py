@@ -29,7 +29,14 @@ except (ImportError, AttributeError) as _exc:  # TF >= 2.16 has no tf.estimator
 
 from . import asynchronous
 from ._stock_compat import collect_stock_exports, fetch_assets
-from ._tfutil import (
+from .errors import InvalidArgumentError, StorageError
+from .exports import list_exports
+from .marker import ExportInfo, check_metadata
+from .publishing import MODES, publish
+from .retention import prune
+from .retry import DEFAULT_RETRY, RetryPolicy
+from .storage import Storage, resolve
+from .training import (
     TaskRole,
     export_location,
     local_export_dir,
@@ -39,13 +46,6 @@ from ._tfutil import (
     role_from_run_config,
     to_number,
 )
-from .errors import InvalidArgumentError, StorageError
-from .exports import list_exports
-from .marker import ExportInfo, check_metadata
-from .publish import MODES, publish
-from .retention import prune
-from .retry import DEFAULT_RETRY, RetryPolicy
-from .storage import Storage, resolve
 
 __all__ = ["BestExporter", "FinalExporter", "LatestExporter"]
 

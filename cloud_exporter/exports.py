@@ -158,7 +158,7 @@ def verify_export(
     problems += [f"unexpected {p}" for p in sorted(set(listed) - {f.path for f in info.files})]
     methods: dict[str, str] = {}
     if not problems and deep:
-        problems, methods = _checksum_problems(storage, root, info, download)
+        problems, methods = checksum_problems(storage, version_dir(root, version), info, download)
     if problems:
         if storage.read_bytes(marker_path(root, version), 0) is None:
             read_export(storage, root, version)  # pruned meanwhile: ExportNotFoundError
@@ -169,10 +169,11 @@ def verify_export(
     return replace(info, verified_by=methods) if deep else info
 
 
-def _checksum_problems(
-    storage: Storage, base: str, info: ExportInfo, download: bool
+def checksum_problems(
+    storage: Storage, root: str, info: ExportInfo, download: bool
 ) -> tuple[list[str], dict[str, str]]:
-    root = version_dir(base, info.version)
+    """(problems, {file: how it was checked}) comparing each file below ``root`` (the export's
+    directory) with the checksums in its marker; the one home of that comparison."""
     methods: dict[str, str] = {}
     problems: list[str] = []
     stored: dict[str, str | None] = {}

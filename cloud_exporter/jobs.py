@@ -20,14 +20,14 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ._promote import PENDING_NAME, promote, read_promoted, select_export
-from ._tfutil import role_from_tf_config
 from .errors import InvalidArgumentError
 from .exports import list_exports
 from .layout import STAGING_DIRNAME, join
+from .promotion import PENDING_NAME, promote, read_promoted, select_export
 from .retention import prune
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .storage import Storage, resolve
+from .training import role_from_tf_config
 
 __all__ = [
     "ExportBaseNotFoundError",

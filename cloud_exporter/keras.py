@@ -18,7 +18,14 @@ import keras
 import tensorflow as tf
 
 from . import asynchronous
-from ._tfutil import (
+from .errors import InvalidArgumentError, PublishFailedError, StorageError
+from .exports import list_exports
+from .marker import ExportInfo, check_metadata
+from .policies import best_by_metric, check_keep
+from .publishing import MODES, publish
+from .retention import prune
+from .retry import DEFAULT_RETRY, RetryPolicy
+from .training import (
     TaskRole,
     local_export_dir,
     merged_metadata,
@@ -26,13 +33,6 @@ from ._tfutil import (
     resolve_role,
     role_from_tf_config,
 )
-from .errors import InvalidArgumentError, PublishFailedError, StorageError
-from .exports import list_exports
-from .marker import ExportInfo, check_metadata
-from .policies import check_keep, metric_value
-from .publish import MODES, publish
-from .retention import prune
-from .retry import DEFAULT_RETRY, RetryPolicy
 
 __all__ = ["ExportCallback", "publish_model"]
 
@@ -235,14 +235,9 @@ class ExportCallback(keras.callbacks.Callback):
         return value > self.best + self.min_delta
 
     def _stored_best(self) -> float | None:
-        values = [
-            v
-            for e in list_exports(self.base, **self._storage)
-            if (v := metric_value(e, self.monitor)) is not None  # type: ignore[arg-type]
-        ]
-        if not values:
-            return None
-        return min(values) if self.mode == "min" else max(values)
+        exports = list_exports(self.base, **self._storage)
+        ranked = best_by_metric(exports, self.monitor, self.mode)  # type: ignore[arg-type]
+        return ranked[0][0] if ranked else None
 
     # -- side effects ----------------------------------------------------------------------------
     def _publish(self, epoch: int, logs: dict[str, Any]) -> None:

@@ -80,13 +80,8 @@ class KeepBest:
         check_keep(self.n)
 
     def select(self, exports: Sequence[ExportInfo]) -> dict[int, str]:
-        scored = [(v, e) for e in exports if (v := metric_value(e, self.metric)) is not None]
-        scored.sort(
-            key=lambda item: (item[0] if self.mode == "min" else -item[0], -item[1].version)
-        )
-        return {
-            e.version: f"best {self.n} by {self.metric} ({self.mode})" for _, e in scored[: self.n]
-        }
+        best = best_by_metric(exports, self.metric, self.mode)[: self.n]
+        return {e.version: f"best {self.n} by {self.metric} ({self.mode})" for _, e in best}
 
 
 @dataclass(frozen=True)
@@ -97,6 +92,22 @@ class KeepPinned:
 
     def select(self, exports: Sequence[ExportInfo]) -> dict[int, str]:
         return {e.version: "pinned" for e in exports if e.version in self.versions}
+
+
+def best_by_metric(
+    exports: Iterable[ExportInfo], metric: str, mode: str = "min"
+) -> list[tuple[float, ExportInfo]]:
+    """``(value, export)`` for the exports that record ``metric`` (see ``metric_value``), best
+    first: lowest for ``mode="min"``, highest for ``"max"``; of equal values, the newer first.
+
+    The one ranking by metric: ``KeepBest``, ``promote(best=)`` and the Keras callback's stored
+    best use it. (The estimator BestExporter ranks with the caller's ``compare_fn`` instead.)
+    """
+    if mode not in ("min", "max"):
+        raise InvalidArgumentError(f"mode must be 'min' or 'max', got {mode!r}")
+    sign = 1 if mode == "min" else -1
+    scored = [(v, e) for e in exports if (v := metric_value(e, metric)) is not None]
+    return sorted(scored, key=lambda item: (sign * item[0], -item[1].version))
 
 
 def metric_value(export: ExportInfo, metric: str) -> float | None:

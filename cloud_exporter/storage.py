@@ -507,6 +507,18 @@ class Storage:
             with contextlib.suppress(OSError):  # not empty, or removed by another process
                 os.rmdir(dirpath)
 
+    def path_in_store(self, uri: str, plain_is_ours: bool) -> str | None:
+        """``uri`` stripped for this filesystem, or None if it names another store. A plain
+        path counts as local disk unless ``plain_is_ours``."""
+        protocols = self.fs.protocol
+        protocols = (protocols,) if isinstance(protocols, str) else tuple(protocols)
+        scheme = fsspec.core.split_protocol(uri)[0]
+        if scheme is None:
+            scheme = protocols[0] if plain_is_ours else "file"
+        if scheme not in protocols and not (scheme == "file" and "local" in protocols):
+            return None
+        return resolve(uri, self.fs)[1]
+
 
 def _bounded_put_options(fs: Any) -> dict[str, Any]:
     """Part size and part concurrency that bound the memory of one upload (s3fs, gcsfs)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from pathlib import Path
@@ -13,10 +12,9 @@ from interleave import run_before
 from savedmodels import fake_saved_model, tree, write_object
 
 import cloud_exporter as ce
+from cloud_exporter import publishing as publish_module
 from cloud_exporter.layout import MARKER_NAME, STAGING_DIRNAME
 from cloud_exporter.testing import FaultyFileSystem
-
-publish_module = sys.modules["cloud_exporter.publish"]
 
 
 @pytest.fixture

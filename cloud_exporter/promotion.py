@@ -3,7 +3,8 @@
 ``flat=False`` makes it a new version of a serving base (committed by its marker, like a
 publish); ``flat=True`` replaces the contents of a fixed directory, so that readers of the marker
 see the old export, then none, then the new one, and TF Serving-like loaders never see an old
-``saved_model.pb`` beside new files. Public through :mod:`cloud_exporter.jobs`; see
+``saved_model.pb`` beside new files. The copies are placed and committed with the
+functions of :mod:`cloud_exporter.commit`. Re-exported by :mod:`cloud_exporter.jobs`; see
 ``docs/cloud-jobs.md``.
 """
 
@@ -16,21 +17,12 @@ import time
 import uuid
 from typing import Any
 
-import fsspec
-
+from .commit import check_contents, commit_marker, copy_files, copy_into_place, split_last
 from .errors import CorruptExportError, InvalidArgumentError, VersionConflictError
-from .exports import latest_export, list_exports, verify_export
-from .layout import (
-    MARKER_NAME,
-    SAVED_MODEL_NAMES,
-    claim_path,
-    is_saved_model_file,
-    join,
-    marker_path,
-    version_dir,
-)
+from .exports import checksum_problems, latest_export, list_exports, verify_export
+from .layout import MARKER_NAME, SAVED_MODEL_NAMES, claim_path, join, marker_path, version_dir
 from .marker import MAX_MARKER_BYTES, ExportInfo, parse_marker
-from .policies import metric_value
+from .policies import best_by_metric
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .storage import Storage, resolve
 from .untrusted import load_json
@@ -38,6 +30,7 @@ from .untrusted import load_json
 log = logging.getLogger(__name__)
 
 PENDING_NAME = "_cloud_exporter_promoting.json"  # the lock and note of a flat promotion
+PROMOTE_AGAIN = "promote again"
 
 
 def select_export(
@@ -68,15 +61,10 @@ def _best_version(base: str, best: tuple[str, str], opts: dict[str, Any]) -> int
     if not isinstance(best, (tuple, list)) or len(best) != 2 or best[1] not in ("min", "max"):
         raise InvalidArgumentError(f"best must be (metric, 'min'|'max'), got {best!r}")
     metric, mode = best
-    scored = [
-        (v, e.version)
-        for e in list_exports(base, **opts)
-        if (v := metric_value(e, metric)) is not None
-    ]
-    if not scored:
+    ranked = best_by_metric(list_exports(base, **opts), metric, mode)
+    if not ranked:
         raise InvalidArgumentError(f"no export under {base} records the metric {metric!r}")
-    sign = 1 if mode == "min" else -1
-    return min(scored, key=lambda item: (sign * item[0], -item[1]))[1]
+    return ranked[0][1].version
 
 
 def promote(
@@ -106,10 +94,15 @@ def promote(
         storage_options=storage_options, retry=retry,
     )  # fmt: skip
     fs, src_root = resolve(base, filesystem, storage_options)
-    dst_root = _same_store_path(fs, serving_uri, explicit_fs=filesystem is not None)
+    storage = Storage(fs, retry)
+    dst_root = storage.path_in_store(serving_uri, plain_is_ours=filesystem is not None)
+    if dst_root is None:
+        raise InvalidArgumentError(
+            f"{serving_uri} is not in the same store as the export base ({storage.uri(src_root)}):"
+            " promotion copies server-side; publish the model there instead"
+        )
     if _nested(src_root, dst_root):
         raise InvalidArgumentError(f"{serving_uri} and {base} must not contain one another")
-    storage = Storage(fs, retry)
     marker = storage.read_bytes(marker_path(src_root, source.version), MAX_MARKER_BYTES)
     if marker is None:
         raise CorruptExportError(f"{source.uri} lost its marker while being promoted")
@@ -124,63 +117,8 @@ def promote(
     return verify_export(serving_uri, source.version, filesystem=fs, retry=retry)
 
 
-def _same_store_path(fs: Any, uri: str, explicit_fs: bool) -> str:
-    """``uri`` stripped for ``fs``; a plain path counts as local unless ``fs`` was given."""
-    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-    scheme = fsspec.core.split_protocol(uri)[0]
-    if scheme is None:
-        scheme = protocols[0] if explicit_fs else "file"
-    if scheme not in protocols and not (scheme == "file" and "local" in protocols):
-        raise InvalidArgumentError(
-            f"{uri} is not in the same store as the export base ({protocols[0]}://): promotion "
-            "copies server-side; publish the model there instead"
-        )
-    return resolve(uri, fs)[1]
-
-
 def _nested(a: str, b: str) -> bool:
     return a == b or a.startswith(b + "/") or b.startswith(a + "/")
-
-
-def _split(info: ExportInfo) -> tuple[list[str], list[str]]:
-    """(every other file, the saved_model.pb/.pbtxt that must land last) of an export."""
-    others = [f.path for f in info.files if not is_saved_model_file(f.path)]
-    return others, [f.path for f in info.files if is_saved_model_file(f.path)]
-
-
-def _copy(
-    storage: Storage, src_dir: str, dst_dir: str, paths: list[str], placed: list[str]
-) -> None:
-    """Server-side copy of ``paths`` from ``src_dir`` to ``dst_dir``, recorded in ``placed``."""
-    pairs = [(join(src_dir, p), join(dst_dir, p)) for p in paths]
-    if storage.is_local:  # local copies do not create parent directories
-        for _, dst in pairs:
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-    placed.extend(dst for _, dst in pairs)
-    storage.copy(pairs)
-
-
-def _check_contents(
-    storage: Storage, dst_dir: str, info: ExportInfo, ignore: tuple[str, ...]
-) -> None:
-    listed = {e.relpath: e.size for e in storage.list_tree(dst_dir) if e.relpath not in ignore}
-    expected = {f.path: f.size for f in info.files}
-    if listed != expected:
-        wrong = sorted(set(listed) ^ set(expected)) or sorted(
-            p for p in expected if listed[p] != expected[p]
-        )
-        raise CorruptExportError(
-            f"{storage.uri(dst_dir)} does not match {info.uri} after the copy ({wrong[:5]}); "
-            "nothing was committed: promote again"
-        )
-
-
-def _commit(storage: Storage, path: str, marker: bytes) -> None:
-    """Create the marker if absent; our own earlier attempt (answer lost) counts as done."""
-    if storage.create_exclusive(path, marker):
-        return
-    if storage.read_bytes(path, len(marker)) != marker:
-        raise VersionConflictError(f"{storage.uri(path)} was written by another writer meanwhile")
 
 
 def _undo(storage: Storage, paths: list[str]) -> None:
@@ -211,10 +149,8 @@ def _promote_versioned(
     try:
         if storage.list_tree(target):
             raise VersionConflictError(f"{storage.uri(target)} already holds files")
-        for group in _split(info):
-            _copy(storage, src_dir, target, group, placed)
-        _check_contents(storage, target, info, ())
-        _commit(storage, marker_path(dst_root, info.version), marker)
+        copy_into_place(storage, src_dir, target, [f.path for f in info.files], placed)
+        commit_marker(storage, target, info.files, marker, fix=PROMOTE_AGAIN)
     except BaseException:
         _undo(storage, [*placed, claim])
         raise
@@ -277,17 +213,22 @@ def _promote_flat(
     note = _take_note(storage, dst, info, stale_seconds)
     storage.delete_one(join(dst, MARKER_NAME))  # from here on, readers see no export
     storage.delete([join(dst, name) for name in SAVED_MODEL_NAMES if name in listed])
-    others, last = _split(info)
-    _copy(storage, src_dir, dst, others, [])
+    others, last = split_last([f.path for f in info.files], str)
+    copy_files(storage, src_dir, dst, others, [])
     wanted = {f.path for f in info.files} | {PENDING_NAME}
     storage.delete(
         [join(dst, e.relpath) for e in storage.list_tree(dst) if e.relpath not in wanted]
     )
-    _copy(storage, src_dir, dst, last, [])
-    _check_contents(storage, dst, info, (PENDING_NAME,))
-    if storage.read_bytes(join(dst, PENDING_NAME), len(note)) != note:
-        raise VersionConflictError(f"another promotion into {storage.uri(dst)} took over")
-    _commit(storage, join(dst, MARKER_NAME), marker)
+    copy_files(storage, src_dir, dst, last, [])
+
+    def still_ours() -> None:
+        if storage.read_bytes(join(dst, PENDING_NAME), len(note)) != note:
+            raise VersionConflictError(f"another promotion into {storage.uri(dst)} took over")
+
+    commit_marker(
+        storage, dst, info.files, marker, ignore=(MARKER_NAME, PENDING_NAME),
+        before_create=still_ours, fix=PROMOTE_AGAIN,
+    )  # fmt: skip
     storage.delete_one(join(dst, PENDING_NAME))
     storage.remove_empty_dirs(dst)
     log.info("promoted %s to %s (flat)", info.uri, storage.uri(dst))
@@ -316,21 +257,9 @@ def read_promoted(
     if not isinstance(version, int):
         raise CorruptExportError(f"{storage.uri(root)}/{MARKER_NAME} names no version")
     info = parse_marker(data, version, storage.uri(root))
-    _check_contents(storage, root, info, (MARKER_NAME, PENDING_NAME))
+    check_contents(storage, root, info.files, "now", (MARKER_NAME, PENDING_NAME), PROMOTE_AGAIN)
     if deep:
-        _check_checksums(storage, root, info)
+        problems = checksum_problems(storage, root, info, download=False)[0]
+        if problems:
+            raise CorruptExportError(f"{storage.uri(root)}: {'; '.join(problems[:5])}")
     return info
-
-
-def _check_checksums(storage: Storage, root: str, info: ExportInfo) -> None:
-    bad: list[str] = []
-
-    def check(record: Any) -> None:
-        if not storage.read_digests(join(root, record.path), record.sha256 is not None).matches(
-            record
-        ):
-            bad.append(record.path)
-
-    storage.run_parallel(check, list(info.files))
-    if bad:
-        raise CorruptExportError(f"{storage.uri(root)}: checksum mismatch for {sorted(bad)[:5]}")

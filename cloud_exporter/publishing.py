@@ -1,4 +1,5 @@
-"""``publish``: validate, claim a version, commit it with a strategy, clean up, optionally prune."""
+"""``publish``: validate, claim a version, commit it with a strategy (which cleans up after
+itself), optionally prune."""
 
 from __future__ import annotations
 
@@ -9,19 +10,22 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import __version__
-from .commit import Plan, choose_strategy, our_marker_committed
+from ._version import __version__
+from .commit import Plan, choose_strategy
 from .errors import InvalidArgumentError, TransientStorageError, VersionConflictError
-from .layout import MAX_VERSION, claim_path, marker_path, parse_version, staging_root
+from .layout import MAX_VERSION, claim_path, marker_path, parse_version
 from .marker import CHECKSUMS, ExportInfo, check_metadata, parse_marker
 from .retry import DEFAULT_RETRY, RetryPolicy
-from .source import scan_source
+from .source import SourceFile, scan_source
 from .storage import Storage, resolve
 
 log = logging.getLogger(__name__)
 
 MODES = ("staged", "direct")
 _MAX_BUMPS = 1000
+# The last automatic version this process claimed per base URI: the next guess starts above it,
+# so a publisher that publishes more than once a second needs no second claim round.
+_last_claimed: dict[str, int] = {}
 
 
 def publish(
@@ -64,23 +68,23 @@ def publish(
     fs, root = resolve(base, filesystem, storage_options)
     storage = Storage(fs, retry, concurrency)
     writer_id = f"w{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    claimed = claim_version(storage, root, version, writer_id)
+    strategy = choose_strategy(storage, mode)
+    claimed, session = _claim_and_look(
+        storage, root, version, writer_id, files, resume and strategy.name == "staged"
+    )
     plan = Plan(
         storage, root, claimed, files, writer_id, meta, time.time(), __version__, progress, checksum
     )
-    strategy = choose_strategy(storage, mode)
-    if resume and strategy.name == "staged":
-        from .resume import Session
-
-        plan.resume = Session(storage, root, files)
+    plan.resume = session
     log.info("publishing %s as %s (%s)", source_dir, storage.uri(plan.target), strategy.name)
     try:
         strategy.commit(plan)
     except BaseException as exc:
         # Storage still failing past the retry budget: keep the staged uploads to resume from.
-        _abort(plan, keep_staged=plan.resume is not None and isinstance(exc, TransientStorageError))
+        keep_staged = plan.resume is not None and isinstance(exc, TransientStorageError)
+        strategy.abort(plan, keep_staged)
         raise
-    _cleanup(plan)
+    strategy.cleanup(plan)
     info = parse_marker(plan.marker_bytes(), claimed, storage.uri(plan.target))
     log.info("committed %s (%d files, %d bytes)", info.uri, len(info.files), info.total_size)
     if keep is not None:
@@ -88,6 +92,38 @@ def publish(
 
         prune(base, keep=keep, filesystem=fs, retry=retry)
     return info
+
+
+def _claim_and_look(
+    storage: Storage,
+    base: str,
+    version: int | None,
+    writer_id: str,
+    files: list[SourceFile],
+    resume: bool,
+) -> tuple[int, Any]:
+    """Claim a version and, with ``resume``, look for reusable staged uploads at the same time
+    (the look lists the staging area, which does not depend on the version)."""
+    found: dict[str, Any] = {}
+
+    def claim() -> None:
+        found["version"] = claim_version(storage, base, version, writer_id)
+
+    def look() -> None:
+        from .resume import Session
+
+        found["session"] = Session(storage, base, files)
+
+    try:
+        storage.run_parallel(lambda step: step(), [claim, look] if resume else [claim])
+    except BaseException:
+        if "version" in found:  # ours, and nothing is written under it yet
+            try:
+                storage.delete_one(claim_path(base, found["version"]))
+            except Exception as exc:
+                log.warning("could not remove the claim (%s); prune removes it later", exc)
+        raise
+    return found["version"], found.get("session")
 
 
 def check_version(version: object) -> None:
@@ -118,8 +154,8 @@ def claim_version(storage: Storage, base: str, requested: int | None, writer_id:
                 f"{storage.uri(base)}; choose another version or omit it"
             )
         return requested
-    first_guess = max(_listed_versions(storage, base), default=-1) + 1
-    candidate = max(int(time.time()), first_guess)
+    # No listing before the claim: the one after it decides, and bumps a stale guess.
+    candidate = max(int(time.time()), _last_claimed.get(storage.uri(base), -1) + 1)
     for _ in range(_MAX_BUMPS):
         if candidate > MAX_VERSION:
             raise VersionConflictError(
@@ -129,6 +165,7 @@ def claim_version(storage: Storage, base: str, requested: int | None, writer_id:
             )
         retry_at = _try_claim(storage, base, candidate, writer_id, newest=True)
         if retry_at is None:
+            _last_claimed[storage.uri(base)] = candidate
             return candidate
         candidate = retry_at
     raise VersionConflictError(f"no free version found near {candidate} under {storage.uri(base)}")
@@ -145,8 +182,17 @@ def _try_claim(
     claim, mine = claim_path(base, version), writer_id.encode()
     if not storage.create_exclusive(claim, mine) and storage.read_bytes(claim, 256) != mine:
         return version + 1  # another writer's claim (ours, when a retried create lost its answer)
-    committed = storage.read_bytes(marker_path(base, version), 0) is not None  # a read decides
-    listed = _listed_versions(storage, base)
+    # Both after the claim exists, independent of each other: sent together.
+    found: dict[str, Any] = {}
+
+    def look(what: str) -> None:
+        if what == "marker":  # a read decides, not a listing
+            found[what] = storage.read_bytes(marker_path(base, version), 0) is not None
+        else:
+            found[what] = _listed_versions(storage, base)
+
+    storage.run_parallel(look, ["marker", "listing"])
+    committed, listed = found["marker"], found["listing"]
     highest = max(listed, default=-1)
     if not committed and version not in listed and not (newest and highest > version):
         return None
@@ -157,29 +203,3 @@ def _try_claim(
 def _listed_versions(storage: Storage, base: str) -> set[int]:
     """Version directory names directly below ``base``, from a fresh listing."""
     return {v for v in map(parse_version, storage.list_children(base)) if v is not None}
-
-
-def _cleanup(plan: Plan) -> None:
-    """Remove the staging copies and the claim; a failure here leaves litter, never harm."""
-    try:
-        plan.storage.delete([*plan.staged, claim_path(plan.base, plan.version)])
-        plan.storage.remove_dir_if_empty(staging_root(plan.base))  # local disk: no litter
-    except Exception as exc:  # the export is committed; prune removes leftovers later
-        log.warning("committed, but cleanup of staging failed (%s); prune removes it later", exc)
-
-
-def _abort(plan: Plan, keep_staged: bool = False) -> None:
-    """Best effort after a failure: remove what this publish wrote unless it committed (with
-    ``keep_staged``, the staging uploads and their records stay for a resume)."""
-    storage = plan.storage
-    try:
-        if our_marker_committed(plan):
-            log.warning("publish failed after its marker landed: %s is committed", plan.target)
-            return
-        if storage.is_local:
-            storage.remove_local_tree(plan.staging)
-        storage.delete([*plan.placed, *([] if keep_staged else plan.staged)])
-        storage.delete_one(claim_path(plan.base, plan.version))  # last: it marks them as ours
-        storage.remove_dir_if_empty(staging_root(plan.base))  # local disk: no litter
-    except BaseException as exc:
-        log.warning("could not clean up after a failed publish (%s); prune removes it later", exc)
