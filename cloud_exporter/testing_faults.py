@@ -1,8 +1,8 @@
 """The pieces of the fault-injection layer (cloud_exporter.testing): calls, rules, errors.
 
 ``Call`` is one logged call, ``FailOn`` one rule, ``transient_error`` an error shaped like the
-ones s3fs raises; the method factories at the end forward a call once through
-``FaultyFileSystem._run``. Import them from ``cloud_exporter.testing``.
+ones s3fs raises; ``add_forwarding_methods`` gives the wrapper class its methods that forward a
+call once through ``FaultyFileSystem._run``. Import the public names from cloud_exporter.testing.
 """
 
 from __future__ import annotations
