@@ -7,7 +7,6 @@ imported by the library or the unit tests; timing lives here only.
 
 from __future__ import annotations
 
-import os
+from .env import servers
 
-# gcsfs must see this before its first import (see servers.py and the field notes).
-os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+servers()  # tests/servers.py sets the emulator environment before anything imports gcsfs

@@ -1,6 +1,6 @@
 """``python -m benchmarks``: run the suite, print the markdown report, keep it in results/.
 
-    python -m benchmarks               default profile (about 8 minutes on 2 cores)
+    python -m benchmarks               default profile (5-8 minutes on 2 cores, by load)
     python -m benchmarks --quick       smaller trees, fewer repetitions (1-2 minutes)
     python -m benchmarks --large       2 GiB+ export (needs ~15 GB free RAM for the servers)
     python -m benchmarks --update-docs also replace the report block in docs/performance.md

@@ -17,8 +17,6 @@ import sys
 import threading
 import time
 
-os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 

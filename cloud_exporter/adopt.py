@@ -132,8 +132,9 @@ def _adopt_one(
     ordered = [records[p] for p in sorted(records)]
     writer_id = f"adopt-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     try:
-        data = encode_marker(version, time.time(), ordered, _metadata(version), writer_id,
-                             __version__)  # fmt: skip
+        data = encode_marker(
+            version, time.time(), ordered, _metadata(version), writer_id, __version__
+        )
         info = parse_marker(data, version, storage.uri(directory))
     except (CorruptExportError, InvalidArgumentError) as exc:
         report.refused[version] = f"cannot be described by a marker ({exc})"

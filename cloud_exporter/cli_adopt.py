@@ -7,13 +7,16 @@ import json
 from typing import Any
 
 from .adopt import AdoptReport, adopt
+from .cli_common import add_command, storage_options
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the ``adopt`` subcommand to the CLI's subparsers."""
-    p = sub.add_parser(
+    p = add_command(
+        sub,
+        common,
         "adopt",
-        parents=[common],
+        _run,
         help="write markers for complete version dirs that have none (stock exports, copies)",
         description="Commit every complete, unmarked <BASE>/<version>/ directory (stock "
         "tf.estimator exports, copies made by other tools) so that list/latest/verify/prune "
@@ -23,12 +26,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dry-run", action="store_true", help="show what would be adopted; write nothing"
     )
-    p.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .cli import storage_options
-
     report = adopt(
         args.base, dry_run=args.dry_run, storage_options=storage_options(args.storage_option)
     )

@@ -9,15 +9,18 @@ import sys
 import threading
 from typing import Any
 
+from .cli_common import add_command, storage_options
 from .marker import ExportInfo
 from .sync import sync_exports, watch
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the ``sync`` subcommand to the subparsers ``sub``."""
-    p = sub.add_parser(
+    p = add_command(
+        sub,
+        common,
         "sync",
-        parents=[common],
+        _cmd_sync,
         help="download committed exports into a local dir that TF Serving polls",
         description="Download every committed export of BASE that LOCAL_DIR lacks, verify it "
         "against its marker and rename it into LOCAL_DIR/<version>: TF Serving never sees a "
@@ -53,12 +56,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="S",
         help="longest wait after repeated storage failures with --watch (default 300)",
     )
-    p.set_defaults(run=_cmd_sync)
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    from .cli import storage_options
-
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     bar = _progress_bar() if not args.json else None

@@ -1,4 +1,8 @@
-"""The exception hierarchy: every error the library raises on purpose is a CloudExporterError."""
+"""The exception hierarchy: every error the library raises to its caller on purpose is a
+CloudExporterError. Two exceptions: an unknown keyword argument to an estimator exporter is a
+TypeError, as Python raises it; the ValueErrors of ``untrusted.load_json`` and of journal parsing
+are caught where they arise. Argument errors are InvalidArgumentError, also a ValueError.
+"""
 
 from __future__ import annotations
 

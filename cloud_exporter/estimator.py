@@ -89,26 +89,33 @@ def _loss_smaller(
         ("current_eval_result", current_eval_result),
     ):
         if not result or "loss" not in result:
-            raise ValueError(f"{label} cannot be empty or no loss is found in it.")
+            raise InvalidArgumentError(f"{label} cannot be empty or no loss is found in it.")
     return best_eval_result["loss"] > current_eval_result["loss"]
 
 
 def _check_compare_fn(compare_fn: CompareFn | None) -> None:
-    """Raise ValueError unless ``compare_fn`` takes exactly best_/current_eval_result."""
+    """Raise InvalidArgumentError (a ValueError) unless ``compare_fn`` takes exactly
+    best_eval_result and current_eval_result."""
     if compare_fn is None:
-        raise ValueError("`compare_fn` must not be None.")
+        raise InvalidArgumentError("`compare_fn` must not be None.")
     try:
         params = inspect.signature(compare_fn).parameters
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"compare_fn ({compare_fn}) has no inspectable signature") from exc
+        raise InvalidArgumentError(
+            f"compare_fn ({compare_fn}) has no inspectable signature"
+        ) from exc
     wanted = {"best_eval_result", "current_eval_result"}
     missing = wanted - set(params)
     if missing:
-        raise ValueError(f"compare_fn ({compare_fn}) must include {sorted(missing)} argument(s).")
+        raise InvalidArgumentError(
+            f"compare_fn ({compare_fn}) must include {sorted(missing)} argument(s)."
+        )
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     extra = sorted(n for n, p in params.items() if p.kind in positional and n not in wanted)
     if extra:
-        raise ValueError(f"compare_fn ({compare_fn}) has following not expected args: {extra}")
+        raise InvalidArgumentError(
+            f"compare_fn ({compare_fn}) has following not expected args: {extra}"
+        )
 
 
 def _check_exports_to_keep(exports_to_keep: object) -> None:
@@ -119,7 +126,7 @@ def _check_exports_to_keep(exports_to_keep: object) -> None:
             f"`exports_to_keep` must be an int or None, got {exports_to_keep!r}"
         )
     if exports_to_keep <= 0:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"`exports_to_keep`, if provided, must be a positive number. Got {exports_to_keep}"
         )
 
@@ -414,7 +421,7 @@ class BestExporter(_PublishingExporter):
         _check_compare_fn(compare_fn)
         _check_exports_to_keep(exports_to_keep)
         self._compare_fn = compare_fn
-        self._event_file_pattern = event_file_pattern
+        del event_file_pattern  # accepted for compatibility with tf.estimator; never read
         self._exports_to_keep = exports_to_keep
         super().__init__(
             name,

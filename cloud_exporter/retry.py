@@ -1,6 +1,10 @@
 """Which storage errors are worth retrying, and the retry policy as a value.
 
-Every call to a backend goes through ``RetryPolicy.call``; nothing else in the library loops.
+Every call to a backend goes through ``RetryPolicy.call``, which retries transient errors. The
+other loops each retry one specific answer, a bounded number of times: ``Storage.upload_hashed``
+sends an upload the store rejected for its checksum again, ``Storage.copy`` retries a copy once
+after dropping a stale listing, the local create-only write recreates a parent a concurrent
+prune removed; ``sync.watch`` polls on purpose, with its own backoff.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import TypeVar
 
 import tenacity
 
-from .errors import TransientStorageError
+from .errors import InvalidArgumentError, TransientStorageError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -84,9 +88,9 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
-            raise ValueError("RetryPolicy.max_attempts must be >= 1")
+            raise InvalidArgumentError("RetryPolicy.max_attempts must be >= 1")
         if self.initial_wait < 0 or self.max_wait < 0 or self.deadline_seconds <= 0:
-            raise ValueError("RetryPolicy waits must be >= 0 and deadline_seconds > 0")
+            raise InvalidArgumentError("RetryPolicy waits must be >= 0 and deadline_seconds > 0")
 
     def call(self, what: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         """Run ``fn(*args, **kwargs)``, retrying transient errors; ``what`` names it in logs."""

@@ -346,17 +346,6 @@ class Storage:
             return False
         return True
 
-    def upload(self, pairs: Sequence[tuple[str, str]]) -> None:
-        """Upload ``(local_path, remote_path)`` pairs concurrently, each retried on its own."""
-
-        def one(pair: tuple[str, str]) -> None:
-            large = os.path.getsize(pair[0]) > TRANSFER_CHUNK
-            # One multipart upload at a time: memory stays ~ parts in flight x TRANSFER_CHUNK.
-            with self._large_file if large else contextlib.nullcontext():
-                self._write("upload", pair[1], self.fs.put_file, *pair, **self._put_options)
-
-        self.run_parallel(one, sorted(pairs, key=lambda p: -os.path.getsize(p[0])))
-
     def upload_hashed(self, local_path: str, remote: str, sha256: bool = False) -> Digests:
         """Upload one file declaring its CRC32C, so that the store rejects corrupted bytes.
 

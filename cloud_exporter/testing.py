@@ -4,28 +4,39 @@
 can inject, deterministically from a seed: transient errors (before the mutation, or after it as
 a lost response), a crash at the k-th mutating call, stale listings and latency. It logs every
 call it receives. Code that must know what is underneath (``isinstance(fs, LocalFileSystem)``)
-looks through wrappers with :func:`unwrap` (the ``.inner`` convention) but keeps calling ``fs``:
+looks through wrappers with :func:`innermost` (the ``.inner`` convention) but keeps calling ``fs``:
 calls made on the unwrapped filesystem bypass the injection. See docs/testing.md.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractFileSystem
 
 from ._stale_listing import StaleIndex
+from .errors import InvalidArgumentError
+from .storage import innermost
+from .testing_faults import (
+    LISTING_METHODS,
+    MUTATING_METHODS,
+    TRANSIENT_KINDS,
+    Call,
+    FailOn,
+    InjectedCrash,
+    WriteHook,
+    add_forwarding_methods,
+    flat_paths,
+    transient_error,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,118 +48,9 @@ __all__ = [
     "LISTING_METHODS",
     "MUTATING_METHODS",
     "TRANSIENT_KINDS",
+    "innermost",
     "transient_error",
-    "unwrap",
 ]
-
-Outcome = Literal["pending", "ok", "transient", "crash", "error"]
-
-_TRANSIENT: dict[str, tuple[type[OSError], int, str]] = {
-    "slow_down": (OSError, errno.EBUSY, "injected 503 SlowDown"),
-    "too_many_requests": (OSError, errno.EBUSY, "injected 429 Too Many Requests"),
-    "connection_reset": (ConnectionResetError, errno.ECONNRESET, "injected connection reset"),
-    "timeout": (TimeoutError, errno.ETIMEDOUT, "injected timeout"),
-}
-TRANSIENT_KINDS = tuple(_TRANSIENT)
-#: Calls that change storage. mkdir/makedirs/rmdir count only over local disk (object stores make
-#: no request for them); ``open`` only in a writing mode.
-MUTATING_METHODS = frozenset(
-    {
-        "pipe_file",
-        "put_file",
-        "put",
-        "cp_file",
-        "copy",
-        "rm_file",
-        "rm",
-        "_rm",
-        "mv",
-        "touch",
-        "mkdir",
-        "makedirs",
-        "rmdir",
-        "open",
-    }
-)
-#: Calls whose results the stale-listing fault affects.
-LISTING_METHODS = frozenset({"ls", "find", "glob", "walk", "du"})
-
-
-class InjectedCrash(Exception):
-    """The simulated process died. Not an OSError, so retry logic treats it as permanent."""
-
-
-def transient_error(kind: str, path: str = "") -> OSError:
-    """A fresh error of ``kind`` (one of TRANSIENT_KINDS), shaped like the ones s3fs raises."""
-    cls, code, message = _TRANSIENT[kind]
-    return cls(code, message, path)
-
-
-def unwrap(fs: AbstractFileSystem) -> AbstractFileSystem:
-    """The filesystem under any chain of wrappers that expose ``.inner``."""
-    while isinstance(getattr(fs, "inner", None), AbstractFileSystem):
-        fs = fs.inner  # type: ignore[attr-defined]
-    return fs
-
-
-@dataclass
-class Call:
-    """One call received by the wrapper (calls its own helpers make are not logged)."""
-
-    method: str
-    paths: tuple[str, ...]
-    mutating: bool
-    outcome: Outcome
-    time: float
-    targets: tuple[str, ...] = ()  # the paths a mutating call changes
-    applied: bool = False  # the mutation was carried out (also when its response was "lost")
-    injected: bool = False  # the error, if any, came from the wrapper rather than from inner
-    error: BaseException | None = None
-
-
-@dataclass
-class FailOn:
-    """Fail chosen calls: a call matches when every condition given holds.
-
-    ``nth`` counts calls of ``method`` (of every method if ``method`` is None), from 1.
-    ``predicate(method, path)`` is tried on each path of the call. ``error`` is an exception or a
-    factory; None draws a seeded transient error. ``times`` bounds how often the rule fires (None:
-    always). ``after_mutation`` applies a mutating call, then fails it (lost response).
-    """
-
-    method: str | None = None
-    nth: int | None = None
-    predicate: Callable[[str, str], bool] | None = None
-    error: BaseException | Callable[[], BaseException] | None = None
-    after_mutation: bool = False
-    times: int | None = 1
-    fired: int = field(default=0, init=False)
-
-
-def _flat(paths: Any) -> list[str]:
-    return [os.fspath(p) for p in paths] if isinstance(paths, (list, tuple)) else [os.fspath(paths)]
-
-
-class _WriteHook:
-    """A file open for writing whose close() runs ``hook`` after the real close (the upload)."""
-
-    def __init__(self, f: Any, hook: Callable[[], None]) -> None:
-        self._f, self._hook, self._done = f, hook, False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._f, name)
-
-    def __enter__(self) -> _WriteHook:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if not self._done:
-            self._done = True
-            self._f.close()
-            self._hook()
 
 
 class FaultyFileSystem(AbstractFileSystem):
@@ -174,9 +76,9 @@ class FaultyFileSystem(AbstractFileSystem):
     ) -> None:
         super().__init__()
         if crash_after is not None and crash_after < 1:
-            raise ValueError("crash_after counts from 1; use None for no crash")
+            raise InvalidArgumentError("crash_after counts from 1; use None for no crash")
         if not 0.0 <= fail_after_mutation_rate <= 1.0:
-            raise ValueError("fail_after_mutation_rate must be within [0, 1]")
+            raise InvalidArgumentError("fail_after_mutation_rate must be within [0, 1]")
         self.inner = inner
         # fsspec declares these on the class (classmethods); instance attributes shadow them.
         self.protocol, self.root_marker, self.sep = inner.protocol, inner.root_marker, inner.sep
@@ -210,7 +112,7 @@ class FaultyFileSystem(AbstractFileSystem):
     @property
     def is_local(self) -> bool:
         """True when local disk is underneath (through any number of wrappers)."""
-        return isinstance(unwrap(self.inner), LocalFileSystem)
+        return isinstance(innermost(self.inner), LocalFileSystem)
 
     @property
     def fsid(self) -> str:
@@ -246,20 +148,9 @@ class FaultyFileSystem(AbstractFileSystem):
         """(error, after_mutation, transient) for a call; one RNG draw per faultable call."""
         draw, path = self._rng.random(), (call.paths[-1] if call.paths else "")
         for rule in self.fail_on:
-            count = len(self.calls) if rule.method is None else self.call_counts[call.method]
-            if (
-                (rule.times is not None and rule.fired >= rule.times)
-                or rule.method not in (None, call.method)
-                or rule.nth not in (None, count)
-                or (rule.predicate and not any(rule.predicate(call.method, p) for p in call.paths))
-            ):
-                continue
-            rule.fired += 1
-            after = rule.after_mutation and call.mutating
-            if rule.error is None:
-                return transient_error(self._rng.choice(TRANSIENT_KINDS), path), after, True
-            err = rule.error if isinstance(rule.error, BaseException) else rule.error()
-            return err, after, False
+            fault = rule.fire(call, len(self.calls), self.call_counts[call.method], self._rng)
+            if fault is not None:
+                return fault
         rate = self.transient_rate
         if isinstance(rate, Mapping):
             rate = rate.get(call.method, rate.get("*", 0.0))
@@ -351,7 +242,7 @@ class FaultyFileSystem(AbstractFileSystem):
         return result
 
     def _remote(self, paths: Any) -> list[str]:
-        return [self._strip_protocol(p) for p in _flat(paths)]
+        return [self._strip_protocol(p) for p in flat_paths(paths)]
 
     # -- staleness (see _stale_listing.StaleIndex) ------------------------------------------
 
@@ -472,7 +363,7 @@ class FaultyFileSystem(AbstractFileSystem):
                 self._track(before, self._snapshot(p))
             self._finish(call, deferred)
 
-        return _WriteHook(f, on_close)
+        return WriteHook(f, on_close)
 
     def _rm(self, path: Any) -> None:
         # Not inner._rm: on async filesystems that is a coroutine function.
@@ -490,66 +381,4 @@ class FaultyFileSystem(AbstractFileSystem):
         )
 
 
-def _forward(name: str, kind: str) -> Callable[..., Any]:
-    """A method forwarding ``name`` once; kind: read, write, local_write (one path argument)."""
-
-    def method(self: FaultyFileSystem, path: Any, *args: Any, **kwargs: Any) -> Any:
-        def fn() -> Any:
-            return getattr(self.inner, name)(path, *args, **kwargs)
-
-        paths, on = self._remote(path), kind == "write" or (kind == "local_write" and self.is_local)
-        return self._run(
-            name, fn, paths, paths if on else (), mutating=on, faultable=kind != "local_write" or on
-        )
-
-    method.__name__, method.__qualname__ = name, f"FaultyFileSystem.{name}"
-    method.__doc__ = f"Forwards ``{name}`` to the inner filesystem once ({kind} call)."
-    return method
-
-
-def _transfer(name: str, kind: str) -> Callable[..., Any]:
-    """A method forwarding ``name(src, dst, ...)`` once; kind: put, copy, move."""
-
-    def method(self: FaultyFileSystem, src: Any, dst: Any, *args: Any, **kwargs: Any) -> Any:
-        def fn() -> Any:
-            return getattr(self.inner, name)(src, dst, *args, **kwargs)
-
-        srcs = _flat(src) if kind == "put" else self._remote(src)
-        dsts = self._remote(dst)
-        return self._run(name, fn, srcs + dsts, srcs + dsts if kind == "move" else dsts)
-
-    method.__name__, method.__qualname__ = name, f"FaultyFileSystem.{name}"
-    method.__doc__ = f"Forwards ``{name}`` to the inner filesystem once (one mutating call)."
-    return method
-
-
-for _name in (
-    "exists",
-    "info",
-    "isfile",
-    "isdir",
-    "cat_file",
-    "cat",
-    "size",
-    "sizes",
-    "modified",
-    "created",
-    "get_file",
-    "get",
-    "checksum",
-    "ukey",
-):
-    setattr(FaultyFileSystem, _name, _forward(_name, "read"))
-for _name in ("pipe_file", "touch", "rm_file", "rm"):
-    setattr(FaultyFileSystem, _name, _forward(_name, "write"))
-for _name in ("mkdir", "makedirs", "rmdir"):
-    setattr(FaultyFileSystem, _name, _forward(_name, "local_write"))
-for _name, _kind in (
-    ("put_file", "put"),
-    ("put", "put"),
-    ("cp_file", "copy"),
-    ("copy", "copy"),
-    ("mv", "move"),
-):
-    setattr(FaultyFileSystem, _name, _transfer(_name, _kind))
-del _name, _kind
+add_forwarding_methods(FaultyFileSystem)

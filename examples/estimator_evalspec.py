@@ -66,13 +66,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     common = {"storage_options": options}
     exporters = [
-        LatestExporter("latest", serving_input_receiver_fn, exports_to_keep=2,
-                       export_base=f"{args.base}/latest", **common),
-        BestExporter("best", serving_input_receiver_fn, exports_to_keep=2,
-                     export_base=f"{args.base}/best", **common),
-        FinalExporter("final", serving_input_receiver_fn, export_base=f"{args.base}/final",
-                      **common),
-    ]  # fmt: skip
+        LatestExporter(
+            "latest",
+            serving_input_receiver_fn,
+            exports_to_keep=2,
+            export_base=f"{args.base}/latest",
+            **common,
+        ),
+        BestExporter(
+            "best",
+            serving_input_receiver_fn,
+            exports_to_keep=2,
+            export_base=f"{args.base}/best",
+            **common,
+        ),
+        FinalExporter(
+            "final", serving_input_receiver_fn, export_base=f"{args.base}/final", **common
+        ),
+    ]
     train_spec = tf.estimator.TrainSpec(lambda: input_fn(64, True), max_steps=args.steps)
     eval_spec = tf.estimator.EvalSpec(
         lambda: input_fn(32, False), steps=None, exporters=exporters, throttle_secs=0
@@ -85,10 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         for export in exports:
             verify_export(base, export.version, storage_options=options)
         summary[exporter.name] = [
-            {"version": e.version, "uri": e.uri, "global_step": e.metadata["global_step"],
-             "loss": e.metadata["metrics"].get("loss")}
+            {
+                "version": e.version,
+                "uri": e.uri,
+                "global_step": e.metadata["global_step"],
+                "loss": e.metadata["metrics"].get("loss"),
+            }
             for e in exports
-        ]  # fmt: skip
+        ]
         print(f"{exporter.name}: {[e.version for e in exports]}")
     print(json.dumps(summary))
     return 0

@@ -41,8 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def make_model() -> keras.Model:
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(8, activation="relu"),
-                              keras.layers.Dense(1)])  # fmt: skip
+    model = keras.Sequential(
+        [keras.Input((2,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)]
+    )
     model.compile(optimizer="adam", loss="mse")
     return model
 
@@ -56,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     callback = ExportCallback(
         args.base, monitor=args.monitor, keep=args.keep, storage_options=options
     )
-    make_model().fit(x, y, epochs=args.epochs, validation_split=0.25, verbose=0,
-                     callbacks=[callback])  # fmt: skip
+    make_model().fit(
+        x, y, epochs=args.epochs, validation_split=0.25, verbose=0, callbacks=[callback]
+    )
     latest = latest_export(args.base, storage_options=options)
     print(f"published {len(callback.published)} versions; serving {latest.uri}")
     exports = list_exports(args.base, storage_options=options)

@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0  # other workers of a multi-worker job stop here
     result = {"base": base, "artifact_uri": vertex_artifact_uri(base, storage_options=options)}
     if args.promote_to:
-        best = promote(base, args.promote_to, best=("val_loss", "min"), flat=True,
-                       storage_options=options)  # fmt: skip
+        best = promote(
+            base, args.promote_to, best=("val_loss", "min"), flat=True, storage_options=options
+        )
         result["promoted"] = {"uri": best.uri, "version": best.version}
         result["promoted_artifact_uri"] = vertex_artifact_uri(
             args.promote_to, storage_options=options

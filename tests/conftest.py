@@ -14,11 +14,6 @@ that cannot start fails (never skips) every test that needs it.
 
 from __future__ import annotations
 
-import os
-
-# Before anything imports gcsfs (see servers.py).
-os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
-
 import sys
 from pathlib import Path
 

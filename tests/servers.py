@@ -133,6 +133,16 @@ class Backend:
         """``base`` without protocol: the form that ``fs.ls``/``fs.find`` return."""
         return self.strip(self.base)
 
+    def download(self, uri: str, dest: Path) -> Path:
+        """Copy the objects below ``uri`` to the local directory ``dest`` (a fresh client)."""
+        fs = self.new_fs()
+        root = self.strip(uri).rstrip("/")
+        for path in fs.find(root):
+            target = dest / path[len(root) + 1 :]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(fs.cat_file(path))
+        return dest
+
 
 def forget_memory_prefix(prefix: str) -> None:
     """Drop every memory-store entry under ``prefix`` (the memory store is process-global)."""
@@ -323,13 +333,19 @@ def fake_gcs_server(timeout: float = START_TIMEOUT_S) -> Iterator[str]:
         url = f"http://{HOST}:{port}"
         return [
             binary,
-            "-scheme", "http",
-            "-host", HOST,
-            "-port", str(port),
-            "-external-url", url,
-            "-backend", "memory",
-            "-log-level", "error",
-        ]  # fmt: skip
+            "-scheme",
+            "http",
+            "-host",
+            HOST,
+            "-port",
+            str(port),
+            "-external-url",
+            url,
+            "-backend",
+            "memory",
+            "-log-level",
+            "error",
+        ]
 
     with _server_process(
         "fake-gcs-server", argv, "/storage/v1/b", lambda status: status == 200, timeout

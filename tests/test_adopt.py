@@ -53,8 +53,9 @@ def test_adopts_complete_dirs_and_refuses_partial_ones(backend, model: Path) -> 
     exports = list_exports(backend.base, storage_options=backend.storage_options)
     assert [e.version for e in exports] == [42, STOCK, ours.version]
     for export in exports[:2]:
-        verify_export(backend.base, export.version, deep=True,
-                      storage_options=backend.storage_options)  # fmt: skip
+        verify_export(
+            backend.base, export.version, deep=True, storage_options=backend.storage_options
+        )
         assert {f.path for f in export.files} == set(tree(model))
     kinds = [e.metadata["adopted"]["kind"] for e in exports[:2]]
     assert kinds == ["unmarked", "stock-estimator"]
@@ -65,8 +66,9 @@ def test_adopts_complete_dirs_and_refuses_partial_ones(backend, model: Path) -> 
     assert backend.fs.exists(f"{backend.root}/temp-1700000009/saved_model.pb")
 
     prune(backend.base, keep=1, storage_options=backend.storage_options)  # like any export
-    assert [e.version for e in list_exports(backend.base, storage_options=backend.storage_options)
-            ] == [ours.version]  # fmt: skip
+    assert [
+        e.version for e in list_exports(backend.base, storage_options=backend.storage_options)
+    ] == [ours.version]
 
 
 def test_dry_run_writes_nothing(backend, model: Path) -> None:
@@ -107,7 +109,7 @@ def test_concurrent_adopts_commit_each_directory_once(backend, model: Path) -> N
     writers = {
         e.writer_id for e in list_exports(backend.base, storage_options=backend.storage_options)
     }
-    assert len(writers) >= 1 and all(w.startswith("adopt-") for w in writers)  # fmt: skip
+    assert len(writers) >= 1 and all(w.startswith("adopt-") for w in writers)
 
 
 def test_cli_adopt_text_json_and_dry_run(tmp_path: Path, model: Path) -> None:

@@ -165,9 +165,15 @@ def test_dotted_metadata_nests_typed_and_keep_best_finds_it(tmp_path, source):
     versions = []
     for loss in (0.5, 0.1, 0.3):
         out = cli(
-            "publish", str(source), base, "--json",
-            "--metadata", f"metrics.loss={loss}", "--metadata", "metrics.tag=ünï",
-        )  # fmt: skip
+            "publish",
+            str(source),
+            base,
+            "--json",
+            "--metadata",
+            f"metrics.loss={loss}",
+            "--metadata",
+            "metrics.tag=ünï",
+        )
         assert out.returncode == 0, out.stderr
         doc = json.loads(out.stdout)
         assert doc["metadata"] == {"metrics": {"loss": loss, "tag": "ünï"}}

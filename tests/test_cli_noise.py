@@ -25,8 +25,18 @@ def run(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_demo_prints_only_its_own_lines(tmp_path):
-    done = run("-m", "cloud_exporter", "demo", "--base", str(tmp_path / "d"), "--count", "2",
-               "--keep", "1", cwd=tmp_path)  # fmt: skip
+    done = run(
+        "-m",
+        "cloud_exporter",
+        "demo",
+        "--base",
+        str(tmp_path / "d"),
+        "--count",
+        "2",
+        "--keep",
+        "1",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert done.stdout.count("published file://") == 2

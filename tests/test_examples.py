@@ -58,9 +58,16 @@ def assert_tf_serving_layout(backend: Backend, uri: str) -> list[int]:
 def test_keras_callback_example(server_backend: Backend) -> None:
     options = json.dumps(server_backend.storage_options)
     rows = run_example(
-        "keras_callback.py", "--base", server_backend.base, "--storage-options", options,
-        "--epochs", "3", "--keep", "2",
-    )  # fmt: skip
+        "keras_callback.py",
+        "--base",
+        server_backend.base,
+        "--storage-options",
+        options,
+        "--epochs",
+        "3",
+        "--keep",
+        "2",
+    )
     assert [row["epoch"] for row in rows] == [2, 3]
     versions = assert_tf_serving_layout(server_backend, server_backend.base)
     assert versions == [row["version"] for row in rows]
@@ -81,8 +88,9 @@ def test_vertex_custom_job_example(gcs_backend: Backend, flow: str) -> None:
         base = model_dir.rstrip("/")
     else:  # the artifact URI is fixed: AIP_MODEL_DIR itself gets saved_model.pb
         base, artifact = gcs_backend.base, model_dir
-        result = run_example("vertex_custom_job.py", "--base", base, "--promote-to", artifact,
-                             env=env)  # fmt: skip
+        result = run_example(
+            "vertex_custom_job.py", "--base", base, "--promote-to", artifact, env=env
+        )
     assert result["base"] == base
     versions = assert_tf_serving_layout(gcs_backend, base)
     assert result["artifact_uri"].rstrip("/").endswith(f"/{versions[-1]}")

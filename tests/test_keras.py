@@ -35,17 +35,6 @@ def _model(seed: int = 0) -> Any:
     return model
 
 
-def download(backend: Backend, uri: str, dest: Path) -> Path:
-    """Copy the objects below ``uri`` to the local directory ``dest`` (a fresh client)."""
-    fs = backend.new_fs()
-    root = backend.strip(uri).rstrip("/")
-    for path in fs.find(root):
-        target = dest / path[len(root) + 1 :]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(fs.cat_file(path))
-    return dest
-
-
 def _predict(saved_model_dir: Path, x: Any) -> Any:
     loaded = tf.saved_model.load(str(saved_model_dir))
     outputs = loaded.signatures["serving_default"](tf.constant(x))
@@ -61,7 +50,7 @@ def test_publish_model_keras_and_tf_module(backend: Backend, tmp_path: Path) -> 
     info = publish_model(model, backend.base, metadata={"run": "a"}, storage_options=opts)
     assert info.metadata == {"run": "a"}
     verify_export(backend.base, info.version, deep=True, storage_options=opts)
-    local = download(backend, info.uri, tmp_path / "keras")
+    local = backend.download(info.uri, tmp_path / "keras")
     np.testing.assert_allclose(_predict(local, X[:4]), model.predict(X[:4], verbose=0), rtol=1e-5)
 
     class Doubler(tf.Module):
@@ -76,7 +65,7 @@ def test_publish_model_keras_and_tf_module(backend: Backend, tmp_path: Path) -> 
         export_kwargs={"signatures": module.__call__},
         storage_options=opts,
     )
-    local = download(backend, info.uri, tmp_path / "module")
+    local = backend.download(info.uri, tmp_path / "module")
     assert _predict(local, [1.0, 2.5]).tolist() == [2.0, 5.0]
     assert [e.version for e in list_exports(backend.base, storage_options=opts)][-1] == info.version
 
@@ -101,7 +90,7 @@ def test_callback_fit_publishes_to_object_stores(server_backend: Backend, tmp_pa
     assert set(exports[-1].metadata["metrics"]) == {"loss"}
     for export in exports:
         verify_export(server_backend.base, export.version, deep=True, storage_options=opts)
-    local = download(server_backend, exports[-1].uri, tmp_path / "latest")
+    local = server_backend.download(exports[-1].uri, tmp_path / "latest")
     assert (local / "saved_model.pb").is_file()
     np.testing.assert_allclose(_predict(local, X[:3]), model.predict(X[:3], verbose=0), rtol=1e-5)
 

@@ -20,7 +20,6 @@ Figures are printed (``-s``).
 from __future__ import annotations
 
 import multiprocessing
-import os
 import queue
 import time
 import traceback
@@ -56,8 +55,7 @@ class Job:
 
 
 def child_filesystem(protocol: str, options: dict[str, Any]) -> Any:
-    """A filesystem built in the child (before gcsfs is imported, switch off its gRPC probe)."""
-    os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+    """A filesystem built in the child (which inherits servers.py's environment)."""
     import fsspec
 
     return fsspec.filesystem(protocol, skip_instance_cache=True, **options)
@@ -209,10 +207,17 @@ def make_jobs(
     backend: Any, tmp_path: Path, publishers: int, count: int, pruners: int, readers: int = 1
 ) -> list[Job]:
     jobs = [
-        Job("publisher", i, backend.protocol, backend.storage_options, backend.base,
-            str(fake_saved_model(tmp_path / f"model{i}", seed=100 + i)), count)
+        Job(
+            "publisher",
+            i,
+            backend.protocol,
+            backend.storage_options,
+            backend.base,
+            str(fake_saved_model(tmp_path / f"model{i}", seed=100 + i)),
+            count,
+        )
         for i in range(publishers)
-    ]  # fmt: skip
+    ]
     jobs += [
         Job("pruner", i, backend.protocol, backend.storage_options, backend.base)
         for i in range(pruners)

@@ -29,11 +29,6 @@ def extra_file(tmp_path: Path) -> Path:
     return path
 
 
-def download(backend, uri: str, dest: Path) -> dict[str, bytes]:
-    backend.new_fs().get(backend.strip(uri) + "/", str(dest) + "/", recursive=True)
-    return tree(dest)
-
-
 @pytest.mark.parametrize("mode", ["staged", "direct"])
 def test_round_trip_with_assets_extra(backend, source, extra_file, tmp_path, mode):
     info = ce.publish(
@@ -54,7 +49,7 @@ def test_round_trip_with_assets_extra(backend, source, extra_file, tmp_path, mod
     verified = ce.verify_export(backend.base, info.version, deep=True, filesystem=backend.new_fs())
     assert verified.files == info.files
 
-    copied = download(backend, info.uri, tmp_path / "copy")
+    copied = tree(backend.download(info.uri, tmp_path / "copy"))
     expected = tree(source) | {"assets.extra/labels/extra.json": extra_file.read_bytes()}
     assert {k: v for k, v in copied.items() if k != MARKER_NAME} == expected
     # Nothing is left in staging after a successful publish (the directory itself may stay).

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ from typing import Any
 import fsspec
 import pytest
 from savedmodels import fake_saved_model
+from test_cli import cli
 
 import cloud_exporter as ce
 from cloud_exporter.testing import FailOn, FaultyFileSystem
@@ -73,15 +71,24 @@ def run_api(base: str, options: dict[str, Any], source: Path) -> tuple[list[str]
     texts.append(repr(ce.verify_export(base, info.version, deep=True, storage_options=options)))
     texts.append(json.dumps(ce.prune(base, keep=1, storage_options=options).to_dict()))
     errors = [
-        raised(ce.VersionConflictError, lambda: ce.publish(
-            source, base, version=info.version + 1, storage_options=options)),
-        raised(ce.TransientStorageError, lambda: ce.publish(
-            source, base, filesystem=faulty(options, transient_rate=1.0), retry=FAST)),
-        raised(ce.PermissionDeniedError, lambda: ce.prune(
-            base, keep=1, filesystem=faulty(options, fail_on=[denied()]), retry=FAST)),
-        raised(ce.ExportNotFoundError, lambda: ce.verify_export(
-            base, 1, storage_options=options)),
-    ]  # fmt: skip
+        raised(
+            ce.VersionConflictError,
+            lambda: ce.publish(source, base, version=info.version + 1, storage_options=options),
+        ),
+        raised(
+            ce.TransientStorageError,
+            lambda: ce.publish(
+                source, base, filesystem=faulty(options, transient_rate=1.0), retry=FAST
+            ),
+        ),
+        raised(
+            ce.PermissionDeniedError,
+            lambda: ce.prune(
+                base, keep=1, filesystem=faulty(options, fail_on=[denied()]), retry=FAST
+            ),
+        ),
+        raised(ce.ExportNotFoundError, lambda: ce.verify_export(base, 1, storage_options=options)),
+    ]
     return texts, errors
 
 
@@ -135,16 +142,6 @@ def check_stored_objects(backend: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 # The CLI, as a real process, credentials by flag and by environment
 # ---------------------------------------------------------------------------------------------
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cloud_exporter", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
-
-
 def endpoint_flags(backend: Any) -> list[str]:
     client = backend.storage_options["client_kwargs"]
     return [f"-oclient_kwargs.{k}={v}" for k, v in client.items()]

@@ -26,8 +26,7 @@ def real_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("mode", ["staged", "direct"])
 def test_published_model_loads_and_predicts(backend, real_model, tmp_path, mode):
     info = ce.publish(real_model, backend.base, mode=mode, filesystem=backend.fs)
-    local = tmp_path / "download"
-    backend.new_fs().get(backend.strip(info.uri) + "/", str(local) + "/", recursive=True)
+    local = backend.download(info.uri, tmp_path / "download")
     loaded = tf.saved_model.load(str(local))
     y = loaded.signatures["serving_default"](x=tf.constant([2.0, -1.0]))["y"].numpy()
     assert y.tolist() == [7.0, -2.0]

@@ -18,8 +18,8 @@ from cloud_exporter.testing import (
     FailOn,
     FaultyFileSystem,
     InjectedCrash,
+    innermost,
     transient_error,
-    unwrap,
 )
 
 
@@ -362,7 +362,7 @@ def test_not_cached_local_detection_and_pickling(tmp_path: Path, mem: str) -> No
     local = LocalFileSystem()
     a, b = FaultyFileSystem(local, seed=1), FaultyFileSystem(local, seed=1)
     assert a is not b and a != b
-    assert a.is_local and unwrap(FaultyFileSystem(a)) is local
+    assert a.is_local and innermost(FaultyFileSystem(a)) is local
     assert not FaultyFileSystem(MemoryFileSystem()).is_local
     a.makedirs(str(tmp_path / "d"), exist_ok=True)
     assert a.mutating_calls == 1  # directories are real on local disk

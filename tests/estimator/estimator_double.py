@@ -43,9 +43,12 @@ def write_saved_model(directory: str) -> str:
 
 
 def _export_saved_model(
-    export_dir_base: Any, serving_input_receiver_fn: Any, assets_extra: Any = None,
-    as_text: bool = False, checkpoint_path: Any = None,
-) -> bytes:  # fmt: skip
+    export_dir_base: Any,
+    serving_input_receiver_fn: Any,
+    assets_extra: Any = None,
+    as_text: bool = False,
+    checkpoint_path: Any = None,
+) -> bytes:
     base = export_dir_base.decode() if isinstance(export_dir_base, bytes) else export_dir_base
     while True:  # a fresh 10-digit timestamp directory, as the estimator names them
         target = os.path.join(base, str(int(time.time())))

@@ -50,12 +50,14 @@ def test_asynchronous_exporters_commit_every_export_in_order(s3: Backend, tmp_pa
     opts: dict[str, Any] = {"filesystem": slow, "temp_dir": str(temp), "asynchronous": True}
     latest, best, final = (f"{s3.scratch}/{name}" for name in ("latest", "best", "final"))
     exporters = [
-        LatestExporter("latest", serving_input_receiver_fn, exports_to_keep=None,
-                       export_base=latest, **opts),
-        BestExporter("best", serving_input_receiver_fn, exports_to_keep=None, export_base=best,
-                     **opts),
+        LatestExporter(
+            "latest", serving_input_receiver_fn, exports_to_keep=None, export_base=latest, **opts
+        ),
+        BestExporter(
+            "best", serving_input_receiver_fn, exports_to_keep=None, export_base=best, **opts
+        ),
         FinalExporter("final", serving_input_receiver_fn, export_base=final, **opts),
-    ]  # fmt: skip
+    ]
     # As stock: bytes, because a real Estimator's export_saved_model returns bytes.
     exported = [e.decode() for e in _train(tmp_path, exporters)]
     so = s3.storage_options

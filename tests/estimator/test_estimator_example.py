@@ -24,8 +24,16 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "estimator_evalspec
 
 def test_estimator_evalspec_example(gcs_backend: Backend, tmp_path: Path) -> None:
     options = json.dumps(gcs_backend.storage_options)
-    argv = [sys.executable, str(EXAMPLE), "--base", gcs_backend.base, "--model-dir",
-            str(tmp_path / "model"), "--steps", "30"]  # fmt: skip
+    argv = [
+        sys.executable,
+        str(EXAMPLE),
+        "--base",
+        gcs_backend.base,
+        "--model-dir",
+        str(tmp_path / "model"),
+        "--steps",
+        "30",
+    ]
     env = {**os.environ, "CLOUD_EXPORTER_STORAGE_OPTIONS": options, "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

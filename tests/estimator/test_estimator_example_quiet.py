@@ -19,8 +19,16 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "estimator_evalspec
 
 
 def test_estimator_example_output_is_only_its_summary(tmp_path: Path) -> None:
-    argv = [sys.executable, str(EXAMPLE), "--base", str(tmp_path / "exports"), "--model-dir",
-            str(tmp_path / "model"), "--steps", "20"]  # fmt: skip
+    argv = [
+        sys.executable,
+        str(EXAMPLE),
+        "--base",
+        str(tmp_path / "exports"),
+        "--model-dir",
+        str(tmp_path / "model"),
+        "--steps",
+        "20",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -58,13 +58,30 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     asset.write_text("a\nb\n")
     opts = {"storage_options": backend.storage_options}
     exporters = [
-        LatestExporter("latest", serving_input_receiver_fn, {"vocab.txt": str(asset)}, False, 2,
-                       export_base=f"{backend.scratch}/latest", **opts),
-        BestExporter("best", serving_input_receiver_fn, exports_to_keep=2,
-                     export_base=f"{backend.scratch}/best", **opts),
-        FinalExporter("final", serving_input_receiver_fn, assets_extra={"vocab.txt": str(asset)},
-                      export_base=f"{backend.scratch}/final", **opts),
-    ]  # fmt: skip
+        LatestExporter(
+            "latest",
+            serving_input_receiver_fn,
+            {"vocab.txt": str(asset)},
+            False,
+            2,
+            export_base=f"{backend.scratch}/latest",
+            **opts,
+        ),
+        BestExporter(
+            "best",
+            serving_input_receiver_fn,
+            exports_to_keep=2,
+            export_base=f"{backend.scratch}/best",
+            **opts,
+        ),
+        FinalExporter(
+            "final",
+            serving_input_receiver_fn,
+            assets_extra={"vocab.txt": str(asset)},
+            export_base=f"{backend.scratch}/final",
+            **opts,
+        ),
+    ]
     estimator = make_estimator(str(tmp / "model"))
     train_spec = tf.estimator.TrainSpec(lambda: input_fn(64, True), max_steps=MAX_STEPS)
     eval_spec = tf.estimator.EvalSpec(
@@ -75,16 +92,6 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     backend.new_fs().rm(backend.strip(backend.scratch), recursive=True)
 
 
-def download(backend: Backend, uri: str, dest: Path) -> Path:
-    fs = backend.new_fs()
-    root = backend.strip(uri).rstrip("/")
-    for path in fs.find(root):
-        target = dest / path[len(root) + 1 :]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(fs.cat_file(path))
-    return dest
-
-
 def predict(saved_model_dir: Path, x: list[float]) -> list[float]:
     loaded = tf.saved_model.load(str(saved_model_dir))
     out = loaded.signatures["predict"](x=tf.constant([[v] for v in x], tf.float32))
@@ -92,7 +99,7 @@ def predict(saved_model_dir: Path, x: list[float]) -> list[float]:
 
 
 def _check_loads_and_predicts(run: Run, uri: str, dest: Path) -> None:
-    local = download(run.backend, uri, dest)
+    local = run.backend.download(uri, dest)
     assert (local / "saved_model.pb").is_file()
     got = predict(local, [0.0, 0.5])
     assert got == pytest.approx([1.0, 2.0], abs=0.3)  # learned y = 2x + 1
@@ -115,7 +122,7 @@ def test_latest_exporter_keeps_the_newest_and_they_load(run: Run, tmp_path: Path
         assert meta["checkpoint_path"].endswith(f"model.ckpt-{meta['global_step']}")
         assert set(meta["metrics"]) >= {"loss", "average_loss", "global_step"}
     _check_loads_and_predicts(run, exports[-1].uri, tmp_path / "latest")
-    extra = download(run.backend, exports[-1].uri, tmp_path / "again") / "assets.extra"
+    extra = run.backend.download(exports[-1].uri, tmp_path / "again") / "assets.extra"
     assert (extra / "vocab.txt").read_text() == "a\nb\n"
 
 
@@ -159,12 +166,14 @@ def test_best_exporter_across_a_restart_compares_with_the_true_best(run: Run) ->
         result = {"loss": np.float32(loss), "global_step": np.int64(40)}
         return exporter.export(run.estimator, "unused", ckpt, result, False)
 
-    first = BestExporter("best", serving_input_receiver_fn, exports_to_keep=2, export_base=base,
-                         storage_options=opts)  # fmt: skip
+    first = BestExporter(
+        "best", serving_input_receiver_fn, exports_to_keep=2, export_base=base, storage_options=opts
+    )
     assert export(first, 1.0) is not None
     assert export(first, 2.0) is None
-    restarted = BestExporter("best", serving_input_receiver_fn, exports_to_keep=2,
-                             export_base=base, storage_options=opts)  # fmt: skip
+    restarted = BestExporter(
+        "best", serving_input_receiver_fn, exports_to_keep=2, export_base=base, storage_options=opts
+    )
     assert export(restarted, 1.5) is None  # worse than the true best (1.0)
     assert [e.metadata["metrics"]["loss"] for e in list_exports(base, storage_options=opts)] == [
         1.0
@@ -231,8 +240,9 @@ def test_default_base_is_the_stock_export_path_and_returns_a_plain_path(run_loca
 
 def test_as_text_writes_saved_model_pbtxt(run_local: Any, tmp_path: Path) -> None:
     estimator, ckpt = run_local
-    exporter = FinalExporter("final", serving_input_receiver_fn, as_text=True,
-                             export_base=str(tmp_path / "final"))  # fmt: skip
+    exporter = FinalExporter(
+        "final", serving_input_receiver_fn, as_text=True, export_base=str(tmp_path / "final")
+    )
     assert exporter.export(estimator, "unused", ckpt, {"loss": 1.0}, False) is None  # not final
     result = exporter.export(estimator, "unused", ckpt, {"loss": 1.0}, True)
     assert os.path.isfile(os.path.join(result.decode(), "saved_model.pbtxt"))
@@ -273,8 +283,9 @@ def test_same_value_errors_as_the_stock_classes() -> None:
 
 def test_default_compare_fn_needs_loss(run_local: Any, tmp_path: Path) -> None:
     estimator, ckpt = run_local
-    exporter = BestExporter(serving_input_receiver_fn=serving_input_receiver_fn,
-                            export_base=str(tmp_path / "b"))  # fmt: skip
+    exporter = BestExporter(
+        serving_input_receiver_fn=serving_input_receiver_fn, export_base=str(tmp_path / "b")
+    )
     assert exporter.export(estimator, "unused", ckpt, {"loss": 1.0}, False) is not None
     with pytest.raises(ValueError, match="no loss"):
         exporter.export(estimator, "unused", ckpt, {"accuracy": 1.0}, False)
@@ -322,10 +333,18 @@ def test_multi_worker_publishes_once_per_export_point(
 
     def start(task_type: str) -> subprocess.Popen[str]:
         env = {**os.environ, "TF_CONFIG": _tf_config(task_type), "TF_CPP_MIN_LOG_LEVEL": "2"}
-        argv = [sys.executable, str(script), str(Path(__file__).parent), estimator.model_dir,
-                base, json.dumps(s3_backend.storage_options), *checkpoints]  # fmt: skip
-        return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)  # fmt: skip
+        argv = [
+            sys.executable,
+            str(script),
+            str(Path(__file__).parent),
+            estimator.model_dir,
+            base,
+            json.dumps(s3_backend.storage_options),
+            *checkpoints,
+        ]
+        return subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
 
     def finish(process: subprocess.Popen[str]) -> dict[str, Any]:
         out, err = process.communicate(timeout=300)

@@ -58,8 +58,9 @@ def test_switching_in_place_keeps_as_many_as_stock(tmp_path: Path) -> None:
     ours = [e.uri.removeprefix("file://").encode() for e in list_exports(base)]
     assert ours == results
     versions = sorted(n for n in os.listdir(base) if n.isdigit() and len(n) == 10)
-    assert versions == sorted([str(int(stock[0]) - 1), *(os.path.basename(r) for r in
-                                                         map(bytes.decode, results))])  # fmt: skip
+    assert versions == sorted(
+        [str(int(stock[0]) - 1), *(os.path.basename(r) for r in map(bytes.decode, results))]
+    )
     for name, rel in litter.items():  # never touched
         assert Path(base, name, rel).read_bytes() == b"x"
 
@@ -82,8 +83,9 @@ def test_switching_in_place_on_object_stores(server_backend: Backend) -> None:
     for name in stock:
         fs.put(local + "/", f"{root}/{name}/", recursive=True)
     fs.pipe_file(f"{root}/temp-{now}/saved_model.pb", b"partial")
-    exporter = LatestExporter("latest", _fn, exports_to_keep=2,
-                              storage_options=server_backend.storage_options)  # fmt: skip
+    exporter = LatestExporter(
+        "latest", _fn, exports_to_keep=2, storage_options=server_backend.storage_options
+    )
     for _ in range(2):
         exporter.export(make_double(), server_backend.base, None, {"loss": 1.0}, False)
     names = {p.rstrip("/").rsplit("/", 1)[-1] for p in server_backend.new_fs().ls(root)}
@@ -91,7 +93,7 @@ def test_switching_in_place_on_object_stores(server_backend: Backend) -> None:
         str(e.version)
         for e in list_exports(server_backend.base, storage_options=server_backend.storage_options)
     ]
-    assert names - {".cloud-exporter-staging"} == {*ours, f"temp-{now}"}  # fmt: skip
+    assert names - {".cloud-exporter-staging"} == {*ours, f"temp-{now}"}
     assert len(ours) == 2
 
 

@@ -32,15 +32,28 @@ def _python(var: str) -> str:
 
 def _run(python: str, script: str, *args: str, cwd: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    done = subprocess.run([python, str(HERE / script), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [python, str(HERE / script), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _run_job(python: str, script: str, backend: Backend, base: str, workdir: Path) -> dict:
+    """An install job publishing to ``base`` on the backend's server (argv: see the job)."""
+    options = json.dumps(backend.storage_options)
+    return _run(python, script, base, options, str(workdir), cwd=workdir)
+
+
 def _versions(python: str) -> dict[str, str]:
-    out = subprocess.run([python, "-m", "pip", "list", "--format=json"], capture_output=True,
-                         text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [python, "-m", "pip", "list", "--format=json"], capture_output=True, text=True, check=True
+    ).stdout
     return {p["name"].lower(): p["version"] for p in json.loads(out) if p["name"].lower() in PINNED}
 
 
@@ -56,8 +69,7 @@ def test_tf215_versions_unchanged_by_our_install() -> None:
 def test_tf215_train_and_evaluate_to_object_store(server_backend: Backend, tmp_path: Path) -> None:
     python = _python("CLOUD_EXPORTER_TF215_PYTHON")
     base = f"{server_backend.scratch}/latest"
-    got = _run(python, "tf215_job.py", base, json.dumps(server_backend.storage_options),
-               str(tmp_path), cwd=tmp_path)  # fmt: skip
+    got = _run_job(python, "tf215_job.py", server_backend, base, tmp_path)
     assert got["returned_bytes"] is True  # as the stock exporter
     assert got["steps"] == [20, 30] and len(got["versions"]) == 2  # exports_to_keep=2
     assert got["exported"] == [got["newest"]]
@@ -67,8 +79,7 @@ def test_tf215_train_and_evaluate_to_object_store(server_backend: Backend, tmp_p
 def test_current_tf_keras_callback_to_object_store(server_backend: Backend, tmp_path: Path) -> None:
     python = _python("CLOUD_EXPORTER_TFCUR_PYTHON")
     base = f"{server_backend.scratch}/keras"
-    got = _run(python, "keras_job.py", base, json.dumps(server_backend.storage_options),
-               str(tmp_path), cwd=tmp_path)  # fmt: skip
+    got = _run_job(python, "keras_job.py", server_backend, base, tmp_path)
     assert got["keras"].startswith("3.")
     assert got["published"] == 3 and len(got["versions"]) == 2  # every 10 of 30 epochs, keep=2
     assert got["predictions"] == pytest.approx([1.0, 2.0], abs=0.3)
@@ -78,7 +89,10 @@ def test_core_install_publishes_locally_and_names_missing_extras(tmp_path: Path)
     python = _python("CLOUD_EXPORTER_CORE_PYTHON")
     got = _run(python, "core_job.py", str(tmp_path), cwd=tmp_path)
     assert got["listed"] == got["published"][1:]  # keep=2
-    for key, hint in (("s3", "cloud-exporter[s3]"), ("gcs", "cloud-exporter[gcs]"),
-                      ("estimator", "cloud-exporter[gcs,s3,estimator]")):  # fmt: skip
+    for key, hint in (
+        ("s3", "cloud-exporter[s3]"),
+        ("gcs", "cloud-exporter[gcs]"),
+        ("estimator", "cloud-exporter[gcs,s3,estimator]"),
+    ):
         assert got[key] is not None and hint in got[key], got[key]
         assert "\n" not in got[key]

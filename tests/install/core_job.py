@@ -22,8 +22,11 @@ def message(call):
 def main(workdir):
     source = os.path.join(workdir, "model")
     os.makedirs(os.path.join(source, "variables"), exist_ok=True)
-    files = {"saved_model.pb": b"graph", "variables/variables.index": b"index",
-             "variables/variables.data-00000-of-00001": b"data"}  # fmt: skip
+    files = {
+        "saved_model.pb": b"graph",
+        "variables/variables.index": b"index",
+        "variables/variables.data-00000-of-00001": b"data",
+    }
     for rel, data in files.items():
         with open(os.path.join(source, rel), "wb") as f:
             f.write(data)
@@ -35,13 +38,17 @@ def main(workdir):
     def estimator():
         import cloud_exporter.estimator  # noqa: F401
 
-    print(json.dumps({
-        "published": [i.version for i in infos],
-        "listed": [e.version for e in listed],
-        "s3": message(lambda: publish(source, "s3://bucket/models/x")),
-        "gcs": message(lambda: publish(source, "gs://bucket/models/x")),
-        "estimator": message(estimator),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "published": [i.version for i in infos],
+                "listed": [e.version for e in listed],
+                "s3": message(lambda: publish(source, "s3://bucket/models/x")),
+                "gcs": message(lambda: publish(source, "gs://bucket/models/x")),
+                "estimator": message(estimator),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

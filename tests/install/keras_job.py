@@ -6,16 +6,15 @@ argv: BASE STORAGE_OPTIONS_JSON WORKDIR
 
 import os
 
-os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json
 import sys
 
-import fsspec
 import keras
 import numpy as np
 import tensorflow as tf
+from download import download
 
 from cloud_exporter import list_exports, verify_export
 from cloud_exporter.keras import ExportCallback
@@ -31,22 +30,20 @@ def main(base, options, workdir):
     exports = list_exports(base, storage_options=options)
     newest = exports[-1]
     verify_export(base, newest.version, deep=True, storage_options=options)
-    fs, root = fsspec.core.url_to_fs(newest.uri, **options)
-    local = os.path.join(workdir, "download")
-    for path in fs.find(root):
-        target = os.path.join(local, path[len(root) + 1 :])
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "wb") as out:
-            out.write(fs.cat_file(path))
+    local = download(newest.uri, options, os.path.join(workdir, "download"))
     loaded = tf.saved_model.load(local)
     got = loaded.signatures["serving_default"](tf.constant([[0.0], [0.5]], tf.float32))
-    print(json.dumps({
-        "published": len(callback.published),
-        "versions": [e.version for e in exports],
-        "predictions": next(iter(got.values())).numpy().ravel().tolist(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "published": len(callback.published),
+                "versions": [e.version for e in exports],
+                "predictions": next(iter(got.values())).numpy().ravel().tolist(),
+                "tensorflow": tf.__version__,
+                "keras": keras.__version__,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

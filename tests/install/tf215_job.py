@@ -6,15 +6,14 @@ argv: BASE STORAGE_OPTIONS_JSON WORKDIR
 
 import os
 
-os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json
 import sys
 
-import fsspec
 import numpy as np
 import tensorflow as tf
+from download import download
 
 from cloud_exporter import list_exports, verify_export
 from cloud_exporter.estimator import LatestExporter
@@ -32,38 +31,44 @@ def serving_input_receiver_fn():
 
 
 def main(base, options, workdir):
-    config = tf.estimator.RunConfig(os.path.join(workdir, "model"), save_checkpoints_steps=10,
-                                    tf_random_seed=1)  # fmt: skip
+    config = tf.estimator.RunConfig(
+        os.path.join(workdir, "model"), save_checkpoints_steps=10, tf_random_seed=1
+    )
     estimator = tf.estimator.LinearRegressor(
-        [tf.feature_column.numeric_column("x")], config=config,
+        [tf.feature_column.numeric_column("x")],
+        config=config,
         optimizer=lambda: tf.keras.optimizers.legacy.SGD(0.1),
-    )  # fmt: skip
-    exporter = LatestExporter("latest", serving_input_receiver_fn, exports_to_keep=2,
-                              export_base=base, storage_options=options)  # fmt: skip
+    )
+    exporter = LatestExporter(
+        "latest",
+        serving_input_receiver_fn,
+        exports_to_keep=2,
+        export_base=base,
+        storage_options=options,
+    )
     train = tf.estimator.TrainSpec(lambda: input_fn(64, True), max_steps=30)
-    evals = tf.estimator.EvalSpec(lambda: input_fn(32, False), steps=None, exporters=[exporter],
-                                  throttle_secs=0)  # fmt: skip
+    evals = tf.estimator.EvalSpec(
+        lambda: input_fn(32, False), steps=None, exporters=[exporter], throttle_secs=0
+    )
     _, exported = tf.estimator.train_and_evaluate(estimator, train, evals)
     exports = list_exports(base, storage_options=options)
     newest = exports[-1]
     verify_export(base, newest.version, deep=True, storage_options=options)
-    fs, root = fsspec.core.url_to_fs(newest.uri, **options)
-    local = os.path.join(workdir, "download")
-    for path in fs.find(root):
-        target = os.path.join(local, path[len(root) + 1 :])
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "wb") as out:
-            out.write(fs.cat_file(path))
+    local = download(newest.uri, options, os.path.join(workdir, "download"))
     loaded = tf.saved_model.load(local)
     got = loaded.signatures["predict"](x=tf.constant([[0.0], [0.5]], tf.float32))
-    print(json.dumps({
-        "exported": [e.decode() if isinstance(e, bytes) else e for e in exported],
-        "returned_bytes": all(isinstance(e, bytes) for e in exported),
-        "versions": [e.version for e in exports],
-        "newest": newest.uri,
-        "steps": [e.metadata["global_step"] for e in exports],
-        "predictions": got["predictions"].numpy().ravel().tolist(),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "exported": [e.decode() if isinstance(e, bytes) else e for e in exported],
+                "returned_bytes": all(isinstance(e, bytes) for e in exported),
+                "versions": [e.version for e in exports],
+                "newest": newest.uri,
+                "steps": [e.metadata["global_step"] for e in exports],
+                "predictions": got["predictions"].numpy().ravel().tolist(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
