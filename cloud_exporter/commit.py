@@ -20,6 +20,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from .errors import CorruptExportError, VersionConflictError
@@ -175,11 +176,13 @@ class StagedCopy:
         # One listing instead of a HEAD per copy: s3fs takes each source's size from it.
         plan.storage.list_tree(plan.staging)
         others, last = split_last(plan.files)
+        # A resume copies reused objects from the staging they were proven in (resume.py).
+        copy = plan.storage.copy if plan.resume is None else partial(plan.resume.place, plan)
         for group in (others, last):
             group = sorted(group, key=lambda f: -f.size)
             pairs = [(join(plan.staging, f.relpath), join(plan.target, f.relpath)) for f in group]
             plan.placed.extend(dst for _, dst in pairs)
-            plan.storage.copy(pairs)
+            copy(pairs)
         write_marker(plan)
 
 
