@@ -97,34 +97,37 @@ def _is_hex(value: object, length: int) -> bool:
     return all(c in "0123456789abcdefABCDEF" for c in value)
 
 
-def find_candidates(
-    storage: Storage, base: str, files: Sequence[SourceFile]
-) -> dict[str, list[tuple[str, FileRecord]]]:
-    """{relpath: [(staged object, its record)]} for every local file some staging directory
-    holds a record for with the same size, and lists the object with that size (one listing of
-    the staging area, one batched read of the records; nothing hashed yet)."""
-    root = staging_root(base)
-    entries = storage.list_tree(root)
-    sizes = {e.relpath: e.size for e in entries}
-    marker = f"/{RECORDS_DIRNAME}/"
-    records = []
-    for e in entries:
-        owner, sep, name = e.relpath.partition(marker)
-        # <root>/<version>-<writer>/.cloud-exporter-uploaded/<name>.json, nothing deeper
-        if sep and owner and "/" not in owner and "/" not in name and e.size <= _RECORD_LIMIT:
-            records.append((join(root, e.relpath), owner, name))
-    local = {f.relpath: f for f in files}
-    candidates: dict[str, list[tuple[str, FileRecord]]] = {}
-    got = storage.read_many([path for path, _, _ in records], _RECORD_LIMIT)
-    for path, owner, name in records:
-        record = parse_record(got.get(path), name)
-        source = local.get(record.path) if record is not None else None
-        if record is None or source is None or source.size != record.size:
-            continue
-        if sizes.get(f"{owner}/{record.path}") != record.size:
-            continue  # the object is gone (or never was whole): nothing to reuse
-        candidates.setdefault(record.path, []).append((join(root, owner, record.path), record))
-    return candidates
+class Leftovers:
+    """One listing of the staging area: which local files some writer's staging could hold."""
+
+    def __init__(self, storage: Storage, base: str, files: Sequence[SourceFile]) -> None:
+        self.root = staging_root(base)
+        entries = storage.list_tree(self.root)
+        sizes = {e.relpath: e.size for e in entries}
+        by_name = {_record_name(f.relpath): f for f in files}
+        self.records: dict[str, list[tuple[str, str]]] = {}  # relpath -> [(owner, record path)]
+        marker = f"/{RECORDS_DIRNAME}/"
+        for e in entries:
+            owner, sep, name = e.relpath.partition(marker)
+            f = by_name.get(name) if sep and owner and "/" not in owner else None
+            # <root>/<version>-<writer>/.cloud-exporter-uploaded/<name>.json beside the object
+            if f is None or e.size > _RECORD_LIMIT or sizes.get(f"{owner}/{f.relpath}") != f.size:
+                continue
+            self.records.setdefault(f.relpath, []).append((owner, join(self.root, e.relpath)))
+
+    def candidates(self, storage: Storage) -> dict[str, list[tuple[str, FileRecord]]]:
+        """{relpath: [(staged object, its record)]}: the records read (one batched read) whose
+        relative path and size match the listed object beside them."""
+        paths = [p for found in self.records.values() for _, p in found]
+        got = storage.read_many(paths, _RECORD_LIMIT)
+        out: dict[str, list[tuple[str, FileRecord]]] = {}
+        for relpath, found in self.records.items():
+            for owner, path in found:
+                record = parse_record(got.get(path), path.rsplit("/", 1)[-1])
+                if record is not None and record.path == relpath:
+                    staged = join(self.root, owner, relpath)
+                    out.setdefault(relpath, []).append((staged, record))
+        return out
 
 
 @contextlib.contextmanager
@@ -142,7 +145,7 @@ class Session:
     """One publish's resume state (``plan.resume``): what it reuses, the records it writes."""
 
     def __init__(self, storage: Storage, base: str, files: list[SourceFile]) -> None:
-        self.candidates = find_candidates(storage, base, files)
+        self.leftovers = Leftovers(storage, base, files)
         self.sources: dict[str, str] = {}  # relpath -> proven staged object of another writer
         self.reused_files = 0
         self.reused_bytes = 0
@@ -153,26 +156,50 @@ class Session:
             sessions.append(self)
 
     def reuse(self, plan: Any) -> list[SourceFile]:
-        """Prove the candidates (local files hashed in parallel); return the files to upload.
+        """Prove what the staging area may hold; return the files still to upload.
 
-        A proven file gets its manifest record now; its object is copied into place by
-        :meth:`place`. The rest (unproven, changed, never recorded) is uploaded."""
-        files = [f for f in plan.files if f.relpath in self.candidates]
+        Files no staged object could match start uploading at once, while the records of the
+        others are read and their local files hashed (in parallel). A proven file gets its
+        manifest record now; its object is copied into place by :meth:`place`."""
+        from .commit import upload_hashed  # commit imports nothing of resume: no cycle
 
-        def prove(f: SourceFile) -> None:
-            found = self.candidates[f.relpath]
-            sha256 = plan.checksum == "sha256" or any(r.sha256 for _, r in found)
-            digests = hash_file(f.local_path, sha256=sha256)
-            staged = next((s for s, r in found if _proves(digests, r)), None)
-            if staged is None:
-                return
-            keep_sha = digests.sha256 if plan.checksum == "sha256" else None
-            with self._lock:
-                self.sources[f.relpath] = staged
-                plan.records[f.relpath] = FileRecord(f.relpath, f.size, keep_sha, digests.crc32c)
+        maybe = [f for f in plan.files if f.relpath in self.leftovers.records]
+        fresh = [f for f in plan.files if f.relpath not in self.leftovers.records]
+        if not maybe:
+            return fresh
+        failed: list[BaseException] = []
 
-        plan.storage.run_parallel(prove, files)
-        return [f for f in plan.files if f.relpath not in self.sources]
+        def upload_fresh() -> None:
+            try:
+                upload_hashed(plan, plan.staging, fresh, plan.staged)
+            except BaseException as exc:  # raised below, in the publishing thread
+                failed.append(exc)
+
+        uploader = threading.Thread(target=upload_fresh, name="cloud-exporter-resume", daemon=True)
+        uploader.start()
+        try:
+            candidates = self.leftovers.candidates(plan.storage)
+
+            def prove(f: SourceFile) -> None:
+                found = candidates.get(f.relpath)
+                if not found:
+                    return
+                sha256 = plan.checksum == "sha256" or any(r.sha256 for _, r in found)
+                digests = hash_file(f.local_path, sha256=sha256)
+                staged = next((s for s, r in found if _proves(digests, r)), None)
+                if staged is None:
+                    return
+                sha = digests.sha256 if plan.checksum == "sha256" else None
+                with self._lock:
+                    self.sources[f.relpath] = staged
+                    plan.records[f.relpath] = FileRecord(f.relpath, f.size, sha, digests.crc32c)
+
+            plan.storage.run_parallel(prove, maybe)
+        finally:
+            uploader.join()
+        if failed:
+            raise failed[0]
+        return [f for f in maybe if f.relpath not in self.sources]
 
     def place(self, plan: Any, pairs: Sequence[tuple[str, str]]) -> None:
         """Copy ``(own staged object, version path)`` pairs into place; a reused file's object
