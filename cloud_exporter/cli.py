@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from . import __version__, cli_adopt, cli_sync
+from . import __version__, cli_adopt, cli_sync, resume
 from .cli_format import (
     HOURS,
     POSITIVE,
@@ -28,6 +28,7 @@ from .cli_format import (
     format_table,
     format_verify,
     nested,
+    publish_result,
     terminal_width,
     wants_progress,
 )
@@ -343,7 +344,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         extras[dest] = src
     metadata = nested(args.metadata, "--metadata")
     total = sum(f.size for f in scan_source(args.source, extras or None))
-    with progress(args, "upload", total) as bar:
+    with progress(args, "upload", total) as bar, resume.collect() as sessions:
         info = publish(
             args.source,
             args.base,
@@ -356,7 +357,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
             progress=bar.update if bar else None,
             resume=args.resume,
         )
-    _emit(args, info.to_dict(), f"published {info.uri} ({len(info.files)} files)")
+    _emit(args, *publish_result(info, sessions))
     return 0
 
 
