@@ -104,6 +104,7 @@ class Leftovers:
         self.root = staging_root(base)
         entries = storage.list_tree(self.root)
         sizes = {e.relpath: e.size for e in entries}
+        self.crcs = {e.relpath: e.crc32c for e in entries if e.crc32c}  # GCS lists them
         by_name = {_record_name(f.relpath): f for f in files}
         self.records: dict[str, list[tuple[str, str]]] = {}  # relpath -> [(owner, record path)]
         marker = f"/{RECORDS_DIRNAME}/"
@@ -124,7 +125,9 @@ class Leftovers:
         for relpath, found in self.records.items():
             for owner, path in found:
                 record = parse_record(got.get(path), path.rsplit("/", 1)[-1])
-                if record is not None and record.path == relpath:
+                stored = self.crcs.get(f"{owner}/{relpath}", record.crc32c if record else None)
+                # Where the store lists its own CRC32C (GCS) it must agree with the record.
+                if record is not None and record.path == relpath and stored == record.crc32c:
                     staged = join(self.root, owner, relpath)
                     out.setdefault(relpath, []).append((staged, record))
         return out
@@ -206,6 +209,9 @@ class Session:
         is copied from the staging it was proven in, or uploaded again if it has gone since."""
         prefix = plan.staging + "/"
         by_relpath = {f.relpath: f for f in plan.files}
+        if not self._placed:  # one listing per source staging dir, not a HEAD per copy (s3fs)
+            owners = {s[: -len(r) - 1] for r, s in self.sources.items()}
+            plan.storage.run_parallel(plan.storage.list_tree, sorted(owners))
 
         def one(pair: tuple[str, str]) -> None:
             relpath = pair[0][len(prefix) :] if pair[0].startswith(prefix) else None
