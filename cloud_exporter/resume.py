@@ -103,7 +103,7 @@ class Leftovers:
     def __init__(self, storage: Storage, base: str, files: Sequence[SourceFile]) -> None:
         self.root = staging_root(base)
         entries = storage.list_tree(self.root)
-        sizes = {e.relpath: e.size for e in entries}
+        self.sizes = sizes = {e.relpath: e.size for e in entries}
         self.crcs = {e.relpath: e.crc32c for e in entries if e.crc32c}  # GCS lists them
         by_name = {_record_name(f.relpath): f for f in files}
         self.records: dict[str, list[tuple[str, str]]] = {}  # relpath -> [(owner, record path)]
@@ -127,7 +127,12 @@ class Leftovers:
                 record = parse_record(got.get(path), path.rsplit("/", 1)[-1])
                 stored = self.crcs.get(f"{owner}/{relpath}", record.crc32c if record else None)
                 # Where the store lists its own CRC32C (GCS) it must agree with the record.
-                if record is not None and record.path == relpath and stored == record.crc32c:
+                if (
+                    record is not None
+                    and record.path == relpath
+                    and record.size == self.sizes.get(f"{owner}/{relpath}")
+                    and stored == record.crc32c
+                ):
                     staged = join(self.root, owner, relpath)
                     out.setdefault(relpath, []).append((staged, record))
         return out
