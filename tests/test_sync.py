@@ -289,6 +289,32 @@ def test_corrupt_remote_file_is_not_synced(backend, tmp_path, caplog, name):
     assert "crc32c mismatch" in caplog.text
 
 
+@pytest.mark.parametrize("backend", ["gcs"], indirect=True)
+def test_ranged_gcs_downloads_are_verified(backend, tmp_path, monkeypatch, caplog):
+    """GCS objects from RANGED_BYTES on come down in concurrent ranges, then are hashed once:
+    lowered here so that a 17 MiB shard (three 8 MiB ranges) takes that path."""
+    monkeypatch.setattr(_sync_fetch, "RANGED_BYTES", 1 << 20)
+    real, ranged = ce.storage.Storage.download, []
+
+    def download(self, path, local_path, ranged_=False, **kw):
+        ranged.append(kw.get("ranged", ranged_))
+        return real(self, path, local_path, **kw)
+
+    monkeypatch.setattr(ce.storage.Storage, "download", download)
+    src = fake_saved_model(tmp_path / "src", shard_bytes=(17 << 20) + 3)
+    info = ce.publish(src, backend.base, filesystem=backend.fs)
+    ce.sync_exports(backend.base, tmp_path / "serving", filesystem=backend.new_fs())
+    assert_complete(tmp_path / "serving", info)
+    assert ranged == [True]  # the shard; the small files came in a batched read
+    target = backend.strip(info.uri) + "/variables/variables.data-00000-of-00001"
+    backend.fs.pipe_file(target, b"X" * ((17 << 20) + 3))  # same size, other bytes
+    local = tmp_path / "serving-2"
+    with caplog.at_level(logging.ERROR, logger="cloud_exporter.sync"):
+        assert ce.sync_exports(backend.base, local, filesystem=backend.new_fs()) == []
+    assert local_versions(local) == [] and staging_leftovers(local) == []
+    assert "crc32c mismatch" in caplog.text
+
+
 def test_bad_arguments_get_typed_errors(tmp_path):
     base = tmp_path / "base"
     base.mkdir()
