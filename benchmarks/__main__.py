@@ -28,10 +28,11 @@ from .memory import run_memory
 from .report import render, write_outputs
 from .reqs import run_requests
 from .startup import measure_import
+from .sync_bench import run_sync
 from .transfer import run_local, run_object_store
 from .workloads import PROFILES, TreeSpec, export_keras, make_memory_tree, make_tree
 
-SECTIONS = ("startup", "transfer", "keras", "requests", "memory", "estimator")
+SECTIONS = ("startup", "transfer", "keras", "requests", "memory", "sync", "estimator")
 _START = time.monotonic()
 
 
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace, workdir: str) -> RunResults:
 
     log(f"profile {profile.name}: building workloads in {workdir}")
     synthetic = ""
-    if "transfer" in want or "requests" in want:
+    if "transfer" in want or "requests" in want or "sync" in want:
         synthetic = make_tree(os.path.join(workdir, f"synthetic-{profile.name}"), profile.tree)
         results.workloads["synthetic"] = profile.tree.describe()
     warm = make_tree(os.path.join(workdir, "warm"), TreeSpec(64 << 10, 0, 0, 2, 1 << 10))
@@ -120,6 +121,9 @@ def run(args: argparse.Namespace, workdir: str) -> RunResults:
                 )
             if memory_tree is not None:
                 results.memory.append(run_memory(store, memory_tree, warm, "staged", log))
+            if "sync" in want:
+                log(f"{backend}: sync vs raw fs.get")
+                results.sync.append(run_sync(store, synthetic, reps, workdir, log))
     if "estimator" in want:
         results.estimator = run_estimator(profile.estimator_evals, workdir, log)
     results.machine["load_end"] = load_average()

@@ -36,6 +36,7 @@ class RunResults:
     memory: list[MemoryResult] = field(default_factory=list)
     estimator: EstimatorResult | None = None
     imports: ImportResult | None = None
+    sync: list[dict[str, Any]] = field(default_factory=list)  # sync_bench.run_sync results
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -50,6 +51,7 @@ class RunResults:
             "memory": [m.to_dict() for m in self.memory],
             "estimator": self.estimator.to_dict() if self.estimator else None,
             "imports": self.imports.to_dict() if self.imports else None,
+            "sync": self.sync,
             "notes": self.notes,
         }
 

@@ -172,6 +172,10 @@ def render(run: RunResults) -> str:
     lines += ["", "### Publish and baselines", "", *_timings(run)]
     lines += ["", "### Requests per operation (HTTP, counted at the client)", "", *_requests(run)]
     lines += _fsspec(run)
+    if run.sync:
+        from .sync_bench import render as render_sync
+
+        lines += ["", "### Sync vs raw fs.get (issue 16: <= 1.10x)", "", render_sync(run.sync)]
     other = _other(run)
     if other:
         lines += ["", "### Memory and estimator", "", *other]

@@ -2,7 +2,7 @@
 
 The tree (default profile: 225 MiB, 208 files) is published once per store (untimed). Each
 repetition then runs, in an order rotated per repetition, a raw recursive ``fs.get`` of the version
-directory and a ``sync_exports`` into a fresh local directory (download, SHA-256 verification,
+directory and a ``sync_exports`` into a fresh local directory (download, CRC32C verification,
 rename); both targets are deleted before the next repetition (untimed). The ratio sync / get is
 taken within each repetition, so machine load affects both sides alike. One untimed warm-up
 repetition comes first and checks that both copies hold every file.

@@ -19,10 +19,18 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import cli_adopt, cli_prune, cli_sync, cli_verify
+from . import cli_adopt, cli_prune, cli_sync, cli_verify, resume
 from ._version import __version__
 from .cli_common import add_base, add_command, emit, progress, storage_options
-from .cli_format import POSITIVE, VERSION, format_table, nested, terminal_width, wants_progress
+from .cli_format import (
+    POSITIVE,
+    VERSION,
+    format_table,
+    nested,
+    publish_result,
+    terminal_width,
+    wants_progress,
+)
 from .errors import (
     CloudExporterError,
     CorruptExportError,
@@ -278,7 +286,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     # The total only for a display (publish scans the source itself).
     shown = wants_progress(args.json)
     total = sum(f.size for f in scan_source(args.source, extras or None)) if shown else None
-    with progress(args, "upload", total) as bar:
+    with progress(args, "upload", total) as bar, resume.collect() as sessions:
         info = publish(
             args.source,
             args.base,
@@ -291,7 +299,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
             progress=bar.update if bar else None,
             resume=args.resume,
         )
-    emit(args, info.to_dict(), f"published {info.uri} ({len(info.files)} files)")
+    emit(args, *publish_result(info, sessions))
     return 0
 
 

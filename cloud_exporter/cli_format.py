@@ -79,6 +79,21 @@ def human_size(n: int) -> str:
     return f"{n} B" if unit == 0 else f"{value:.1f} {_UNITS[unit]}"
 
 
+def publish_result(info: ExportInfo, sessions: Sequence[Any]) -> tuple[dict[str, Any], str]:
+    """(the --json document, the human line) of a publish; ``sessions`` are its resume
+    sessions (``resume.collect``), which say what an interrupted publish had staged."""
+    files = sum(s.reused_files for s in sessions)
+    size = sum(s.reused_bytes for s in sessions)
+    doc = {**info.to_dict(), "reused_files": files, "reused_bytes": size}
+    text = f"published {info.uri} ({len(info.files)} files)"
+    if files:
+        text += (
+            f"; resumed: reused {files} files ({human_size(size)}) staged by an interrupted "
+            f"publish, uploaded {len(info.files) - files}"
+        )
+    return doc, text
+
+
 def show_metadata(metadata: dict[str, Any]) -> str:
     """Metadata as typed JSON (strings quoted, numbers bare), non-ASCII left readable."""
     return json.dumps(metadata, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))

@@ -23,6 +23,7 @@ import logging
 import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from .errors import CorruptExportError, VersionConflictError
@@ -132,25 +133,39 @@ def upload_hashed(plan: Plan, prefix: str, files: list[SourceFile], record: list
     transfer_hashed(plan, files, upload)
 
 
+Copier = Callable[[Sequence[tuple[str, str]]], None]
+
+
 def copy_files(
-    storage: Storage, src_dir: str, dst_dir: str, relpaths: Sequence[str], placed: list[str]
+    storage: Storage,
+    src_dir: str,
+    dst_dir: str,
+    relpaths: Sequence[str],
+    placed: list[str],
+    copy: Copier | None = None,
 ) -> None:
-    """Server-side copy of ``relpaths`` from ``src_dir`` to ``dst_dir`` (recorded in ``placed``)."""
+    """Server-side copy of ``relpaths`` from ``src_dir`` to ``dst_dir`` (recorded in ``placed``)
+    by ``copy`` (default ``storage.copy``)."""
     pairs = [(join(src_dir, p), join(dst_dir, p)) for p in relpaths]
     if storage.is_local:  # local copies do not create parent directories
         for _, dst in pairs:
             os.makedirs(os.path.dirname(dst), exist_ok=True)
     placed.extend(dst for _, dst in pairs)
-    storage.copy(pairs)
+    (copy or storage.copy)(pairs)
 
 
 def copy_into_place(
-    storage: Storage, src_dir: str, dst_dir: str, relpaths: Sequence[str], placed: list[str]
+    storage: Storage,
+    src_dir: str,
+    dst_dir: str,
+    relpaths: Sequence[str],
+    placed: list[str],
+    copy: Copier | None = None,
 ) -> None:
     """Copy every other file first, then saved_model.pb: a loader that polls for it finds the
     rest already there."""
     for group in split_last(relpaths, str):
-        copy_files(storage, src_dir, dst_dir, group, placed)
+        copy_files(storage, src_dir, dst_dir, group, placed, copy)
 
 
 def check_contents(
@@ -274,7 +289,9 @@ class StagedCopy(_Strategy):
         # One listing instead of a HEAD per copy: s3fs takes each source's size from it.
         plan.storage.list_tree(plan.staging)
         relpaths = [f.relpath for f in sorted(plan.files, key=lambda f: -f.size)]
-        copy_into_place(plan.storage, plan.staging, plan.target, relpaths, plan.placed)
+        # A resume copies reused objects from the staging they were proven in (resume.py).
+        copy = None if plan.resume is None else partial(plan.resume.place, plan)
+        copy_into_place(plan.storage, plan.staging, plan.target, relpaths, plan.placed, copy)
         write_marker(plan)
 
 

@@ -2,14 +2,16 @@
 
 After each file is both uploaded to its staging directory and hashed, the publisher writes a
 small record beside it, ``<staging>/.cloud-exporter-uploaded/<sha256(relpath)>.json`` holding
-the relative path, size and SHA-256. A record is written only after the upload completed, by the
-one writer that owns that staging directory, which never writes that path again: the record is
-the proof that the object holds those bytes.
+the relative path, size, CRC32C (and SHA-256 when the publish records it). A record is written
+only after the upload completed, by the one writer that owns that staging directory, which never
+writes that path again: the record is the proof that the object holds those bytes.
 
-The next publish to the same base (any process, any host) lists the staging area once, reads the
-records, hashes the local files that a record could match (same relative path and size) and
-reuses an object only when the SHA-256 matches and the listing shows the object with that size.
-Reuse is a server-side copy into the new publisher's **own** staging directory: nobody ever
+The next publish to the same base (any process, any host) lists the staging area once and reads
+the records (:class:`Session`); then it hashes, in parallel, the local files that a record could
+match (same relative path and size, the object listed with that size) and reuses an object only
+when the checksums match (``Session.prove``). A reused object is copied server-side straight
+from the dead publisher's staging into the new version directory, in the copy phase every staged
+publish has (``Session.place``): no bytes through the client and no extra copy. Nobody ever
 writes into, adopts or deletes another writer's staging area, so whether its owner is dead or
 alive (or on a clock hours off) does not matter; a copy whose source has gone in the meantime
 (its owner finished, a prune removed it) falls back to an upload. Two resumers of the same
@@ -19,16 +21,19 @@ prune's orphan rules or the bucket lifecycle rule, like any leftover staging.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import logging
 import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .errors import StorageError
+from .errors import LocationNotFoundError, StorageError
 from .layout import join, staging_root
 from .marker import FileRecord
-from .source import Digests, SourceFile, hash_file
+from .source import Digests, SourceFile, check_relative_path, hash_file
 from .storage import Storage
 from .untrusted import load_json
 
@@ -37,11 +42,18 @@ log = logging.getLogger(__name__)
 RECORDS_DIRNAME = ".cloud-exporter-uploaded"
 _FORMAT = 1
 _RECORD_LIMIT = 1 << 16
+_collectors: contextvars.ContextVar[list[Session] | None] = contextvars.ContextVar(
+    "cloud_exporter_resume_sessions", default=None
+)
 
 
 def record_path(staging: str, relpath: str) -> str:
     """Where the upload record of ``relpath`` lives in the staging directory ``staging``."""
-    return join(staging, RECORDS_DIRNAME, hashlib.sha256(relpath.encode()).hexdigest() + ".json")
+    return join(staging, RECORDS_DIRNAME, _record_name(relpath))
+
+
+def _record_name(relpath: str) -> str:
+    return hashlib.sha256(relpath.encode("utf-8", "surrogatepass")).hexdigest() + ".json"
 
 
 def encode_record(record: FileRecord) -> bytes:
@@ -56,112 +68,196 @@ def encode_record(record: FileRecord) -> bytes:
 
 
 def parse_record(data: bytes | None, name: str) -> FileRecord | None:
-    """The record in ``data`` if it is well formed and stored under its own name; else None."""
+    """The record in ``data`` if it is well formed and stored under its own name; else None.
+
+    Records are read from a bucket anyone with write access can plant objects in: oversized,
+    deeply nested, truncated or non-UTF-8 JSON, paths that are absolute or climb out with '..',
+    and sizes beyond int64 are all refused (the file is then uploaded, never trusted)."""
     try:
         doc = load_json(data or b"", _RECORD_LIMIT)
         path, size, crc, sha = doc["path"], doc["size"], doc["crc32c"], doc["sha256"]
         valid = (
             doc.get("format") == _FORMAT
-            and isinstance(path, str)
+            and check_relative_path(path, "record path") == path
             and isinstance(size, int)
             and not isinstance(size, bool)
-            and size >= 0
-            and isinstance(crc, str)
-            and len(crc) == 8
-            and (sha is None or (isinstance(sha, str) and len(sha) == 64))
-            and name == hashlib.sha256(path.encode()).hexdigest() + ".json"
+            and 0 <= size < 2**63
+            and _is_hex(crc, 8)
+            and (sha is None or _is_hex(sha, 64))
+            and name == _record_name(path)
         )
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):  # InvalidArgumentError included
         return None
-    return FileRecord(path, size, sha, crc) if valid else None
+    return FileRecord(path, size, sha, crc.lower()) if valid else None
 
 
-def find_reusable(
-    storage: Storage, base: str, files: list[SourceFile]
-) -> dict[str, tuple[str, Digests]]:
-    """{relpath: (staged object, the local file's digests)} for every local file a staged object
-    is proven to hold exactly (same size and CRC32C, and SHA-256 where the record has one),
-    from one listing of the staging area."""
-    root = staging_root(base)
-    entries = storage.list_tree(root)
-    sizes = {e.relpath: e.size for e in entries}
-    marker = f"/{RECORDS_DIRNAME}/"
-    paths = [
-        join(root, e.relpath)
-        for e in entries
-        if marker in e.relpath and e.size <= _RECORD_LIMIT and e.relpath.endswith(".json")
-    ]
-    local = {f.relpath: f for f in files}
-    candidates: dict[str, list[tuple[str, FileRecord]]] = {}
-    for path, data in storage.read_many(paths, _RECORD_LIMIT).items():
-        staging, _, name = path.rpartition(marker)
-        record = parse_record(data, name)
-        source = local.get(record.path) if record is not None else None
-        if record is None or source is None or source.size != record.size:
-            continue
-        staged = join(staging, record.path)
-        if sizes.get(staged[len(root) + 1 :]) != record.size:
-            continue  # the object is gone (or never was whole): nothing to reuse
-        candidates.setdefault(record.path, []).append((staged, record))
-    digests: dict[str, Digests] = {}
+def _is_hex(value: object, length: int) -> bool:
+    if not isinstance(value, str) or len(value) != length:
+        return False
+    return all(c in "0123456789abcdefABCDEF" for c in value)
 
-    def digest(relpath: str) -> None:
-        digests[relpath] = hash_file(local[relpath].local_path, sha256=True)
 
-    storage.run_parallel(digest, sorted(candidates))
-    reusable: dict[str, tuple[str, Digests]] = {}
-    for relpath, found in candidates.items():
-        for staged, record in found:
-            if digests[relpath].matches(record):
-                reusable[relpath] = (staged, digests[relpath])
-                break
-    return reusable
+class Leftovers:
+    """One listing of the staging area: which local files some writer's staging could hold."""
+
+    def __init__(self, storage: Storage, base: str, files: Sequence[SourceFile]) -> None:
+        self.root = staging_root(base)
+        entries = storage.list_tree(self.root)
+        self.sizes = sizes = {e.relpath: e.size for e in entries}
+        self.crcs = {e.relpath: e.crc32c for e in entries if e.crc32c}  # GCS lists them
+        by_name = {_record_name(f.relpath): f for f in files}
+        self.records: dict[str, list[tuple[str, str]]] = {}  # relpath -> [(owner, record path)]
+        marker = f"/{RECORDS_DIRNAME}/"
+        for e in entries:
+            owner, sep, name = e.relpath.partition(marker)
+            f = by_name.get(name) if sep and owner and "/" not in owner else None
+            # <root>/<version>-<writer>/.cloud-exporter-uploaded/<name>.json beside the object
+            if f is None or e.size > _RECORD_LIMIT or sizes.get(f"{owner}/{f.relpath}") != f.size:
+                continue
+            self.records.setdefault(f.relpath, []).append((owner, join(self.root, e.relpath)))
+
+    def candidates(self, storage: Storage) -> dict[str, list[tuple[str, FileRecord]]]:
+        """{relpath: [(staged object, its record)]}: the records read (one batched read) whose
+        relative path and size match the listed object beside them."""
+        paths = [p for found in self.records.values() for _, p in found]
+        got = storage.read_many(paths, _RECORD_LIMIT)
+        out: dict[str, list[tuple[str, FileRecord]]] = {}
+        for relpath, found in self.records.items():
+            for owner, path in found:
+                record = parse_record(got.get(path), path.rsplit("/", 1)[-1])
+                stored = self.crcs.get(f"{owner}/{relpath}", record.crc32c if record else None)
+                # Where the store lists its own CRC32C (GCS) it must agree with the record.
+                if (
+                    record is not None
+                    and record.path == relpath
+                    and record.size == self.sizes.get(f"{owner}/{relpath}")
+                    and stored == record.crc32c
+                ):
+                    staged = join(self.root, owner, relpath)
+                    out.setdefault(relpath, []).append((staged, record))
+        return out
+
+
+@contextlib.contextmanager
+def collect() -> Iterator[list[Session]]:
+    """Collect the resume sessions of the publishes made in this context (the CLI's report)."""
+    sessions: list[Session] = []
+    token = _collectors.set(sessions)
+    try:
+        yield sessions
+    finally:
+        _collectors.reset(token)
 
 
 class Session:
-    """One publish's resume state: what it reuses, and the records it writes (``plan.resume``)."""
+    """One publish's resume state (``plan.resume``): what it reuses, the records it writes."""
 
     def __init__(self, storage: Storage, base: str, files: list[SourceFile]) -> None:
-        self.found = find_reusable(storage, base, files)
+        self.leftovers = Leftovers(storage, base, files)
+        self.sources: dict[str, str] = {}  # relpath -> proven staged object of another writer
         self.reused_files = 0
         self.reused_bytes = 0
+        self._placed: set[str] = set()
         self._lock = threading.Lock()
+        sessions = _collectors.get()
+        if sessions is not None:
+            sessions.append(self)
 
     def reuse(self, plan: Any) -> list[SourceFile]:
-        """Copy every proven staged object into ``plan.staging``; return the files to upload."""
-        todo: list[SourceFile] = []
+        """Prove what the staging area may hold; return the files still to upload.
 
-        def copy(f: SourceFile) -> None:
-            dst = join(plan.staging, f.relpath)
+        Files no staged object could match start uploading at once, while the records of the
+        others are read and their local files hashed (in parallel). A proven file gets its
+        manifest record now; its object is copied into place by :meth:`place`."""
+        from .commit import upload_hashed  # commit imports nothing of resume: no cycle
+
+        maybe = [f for f in plan.files if f.relpath in self.leftovers.records]
+        fresh = [f for f in plan.files if f.relpath not in self.leftovers.records]
+        if not maybe:
+            return fresh
+        failed: list[BaseException] = []
+
+        def upload_fresh() -> None:
             try:
-                plan.storage.copy([(self.found[f.relpath][0], dst)])
-            except StorageError as exc:  # gone since the listing: upload it instead
-                log.info("cannot reuse %s (%s); uploading it", self.found[f.relpath][0], exc)
+                upload_hashed(plan, plan.staging, fresh, plan.staged)
+            except BaseException as exc:  # raised below, in the publishing thread
+                failed.append(exc)
+
+        uploader = threading.Thread(target=upload_fresh, name="cloud-exporter-resume", daemon=True)
+        uploader.start()
+        try:
+            candidates = self.leftovers.candidates(plan.storage)
+
+            def prove(f: SourceFile) -> None:
+                found = candidates.get(f.relpath)
+                if not found:
+                    return
+                sha256 = plan.checksum == "sha256" or any(r.sha256 for _, r in found)
+                digests = hash_file(f.local_path, sha256=sha256)
+                staged = next((s for s, r in found if _proves(digests, r)), None)
+                if staged is None:
+                    return
+                sha = digests.sha256 if plan.checksum == "sha256" else None
                 with self._lock:
-                    todo.append(f)
+                    self.sources[f.relpath] = staged
+                    plan.records[f.relpath] = FileRecord(f.relpath, f.size, sha, digests.crc32c)
+
+            plan.storage.run_parallel(prove, maybe)
+        finally:
+            uploader.join()
+        if failed:
+            raise failed[0]
+        return [f for f in maybe if f.relpath not in self.sources]
+
+    def place(self, plan: Any, pairs: Sequence[tuple[str, str]]) -> None:
+        """Copy ``(own staged object, version path)`` pairs into place; a reused file's object
+        is copied from the staging it was proven in, or uploaded again if it has gone since."""
+        prefix = plan.staging + "/"
+        by_relpath = {f.relpath: f for f in plan.files}
+        if not self._placed:  # one listing per source staging dir, not a HEAD per copy (s3fs)
+            owners = {s[: -len(r) - 1] for r, s in self.sources.items()}
+            plan.storage.run_parallel(plan.storage.list_tree, sorted(owners))
+
+        def one(pair: tuple[str, str]) -> None:
+            relpath = pair[0][len(prefix) :] if pair[0].startswith(prefix) else None
+            source = self.sources.get(relpath) if relpath is not None else None
+            if source is None or relpath is None:
+                plan.storage.copy([pair])
+                return
+            try:
+                plan.storage.copy([(source, pair[1])])
+            except LocationNotFoundError as exc:  # gone since the proof: upload it instead
+                log.info("cannot reuse %s (%s); uploading it", plan.storage.uri(source), exc)
+                self._upload(plan, by_relpath[relpath], pair)
                 return
             with self._lock:
-                plan.staged.append(dst)
-                digests = self.found[f.relpath][1]
-                sha = digests.sha256 if plan.checksum == "sha256" else None
-                plan.records[f.relpath] = FileRecord(f.relpath, f.size, sha, digests.crc32c)
                 self.reused_files += 1
-                self.reused_bytes += f.size
-            self._write_record(plan, f)
+                self.reused_bytes += by_relpath[relpath].size
             if plan.on_file is not None:
-                plan.on_file(f.size)
+                plan.on_file(by_relpath[relpath].size)
 
-        reusable = [f for f in plan.files if f.relpath in self.found]
-        todo.extend(f for f in plan.files if f.relpath not in self.found)
-        plan.storage.run_parallel(copy, reusable)
-        if self.reused_files:
+        plan.storage.run_parallel(one, pairs)
+        with self._lock:
+            self._placed.update(dst for _, dst in pairs)
+            done = len(self._placed) == len(plan.files)
+        if done and self.reused_files:
             log.info(
                 "resumed: reused %d staged files (%d bytes) of an interrupted publish",
                 self.reused_files,
                 self.reused_bytes,
             )
-        order = {f.relpath: i for i, f in enumerate(plan.files)}
-        return sorted(todo, key=lambda f: order[f.relpath])
+
+    def _upload(self, plan: Any, f: SourceFile, pair: tuple[str, str]) -> None:
+        with self._lock:
+            plan.staged.append(pair[0])
+        sha256 = plan.checksum == "sha256"
+        digests = plan.storage.upload_hashed(f.local_path, pair[0], sha256)
+        # The manifest describes the bytes sent (the same as proven, unless the file changed).
+        plan.records[f.relpath] = FileRecord(f.relpath, f.size, digests.sha256, digests.crc32c)
+        self._write_record(plan, f)
+        plan.storage.copy([pair])
+        if plan.on_file is not None:
+            plan.on_file(f.size)
 
     def step(self, plan: Any, f: SourceFile) -> None:
         """Called once ``f`` is uploaded and hashed (one pass): writes its record."""
@@ -175,3 +271,10 @@ class Session:
             plan.storage.create_exclusive(path, encode_record(plan.records[f.relpath]))
         except StorageError as exc:  # resume is an optimisation: the publish goes on
             log.warning("could not write the upload record %s (%s)", plan.storage.uri(path), exc)
+
+
+def _proves(digests: Digests, record: FileRecord) -> bool:
+    """The local bytes equal the recorded ones: CRC32C always, SHA-256 when recorded."""
+    if digests.crc32c != record.crc32c:
+        return False
+    return record.sha256 is None or digests.sha256 == record.sha256

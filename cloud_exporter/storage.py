@@ -310,11 +310,13 @@ class Storage:
             return None
         return info if info.get("type", "file") == "file" else None
 
-    def download(self, path: str, local_path: str) -> None:
+    def download(self, path: str, local_path: str, ranged: bool = False) -> None:
         """Stream one object (path taken literally) to a local file, replacing it; retried as a
-        whole. Memory stays at the backend's read chunk; FileNotFoundError if it is gone."""
+        whole. Memory stays at the backend's read chunk; FileNotFoundError if it is gone.
+        ``ranged`` (GCS): fetch concurrent ranges, at most RANGED_PREFETCH bytes in memory."""
         os.makedirs(os.path.dirname(local_path), exist_ok=True)
-        self._call("download", path, self.fs.get_file, path, local_path, **self._get_options)
+        options = _RANGED_GET if ranged and self.kind == "gcs" else self._get_options
+        self._call("download", path, self.fs.get_file, path, local_path, **options)
 
     def open_read(self, path: str) -> Any:
         """A binary stream of one object; FileNotFoundError when it does not exist."""
@@ -517,6 +519,10 @@ def _bounded_put_options(fs: Any) -> dict[str, Any]:
     if "gs" in protocols or "gcs" in protocols:
         return {"chunksize": GCS_RESUMABLE_CHUNK}
     return {}
+
+
+RANGED_PREFETCH = 32 << 20
+_RANGED_GET = {"concurrency": 4, "chunk_size": 8 << 20, "max_prefetch_size": RANGED_PREFETCH}
 
 
 def _bounded_get_options(fs: Any) -> dict[str, Any]:

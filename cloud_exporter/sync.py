@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ._sync_fetch import download_files
 from .errors import (
     CloudExporterError,
     CorruptExportError,
@@ -36,10 +37,9 @@ from .errors import (
     StorageError,
 )
 from .exports import scan_exports
-from .layout import MARKER_NAME, marker_path, parse_version, version_dir
-from .marker import MAX_MARKER_BYTES, ExportInfo, FileRecord, parse_marker
+from .layout import MARKER_NAME, marker_path, parse_version
+from .marker import MAX_MARKER_BYTES, ExportInfo, parse_marker
 from .retry import DEFAULT_RETRY, RetryPolicy
-from .source import CHUNK, Digests, hash_file
 from .storage import Storage, resolve
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,6 @@ SYNC_STAGING_DIRNAME = ".cloud-exporter-sync"
 SYNC_RECORD_NAME = ".cloud-exporter-sync.json"
 Progress = Callable[[int], None]
 _trash_ids = itertools.count()
-TAIL_HASH_BYTES = 8 << 20  # files this large are hashed while they download
 
 
 class VersionGoneError(CloudExporterError):
@@ -188,45 +187,8 @@ def _sync_one(
     stage = os.path.join(staging, _stage_name(info))
     parts = stage + ".parts"
     shutil.rmtree(parts, ignore_errors=True)  # a killed run's partial files are never trusted
-    abort = threading.Event()
-    gone: list[str] = []
-
-    def fetch(item: tuple[int, FileRecord]) -> None:
-        n, record = item
-        if abort.is_set() or (stop is not None and stop.is_set()):
-            return
-        dest = os.path.join(stage, *record.path.split("/"))
-        if os.path.isfile(dest) and not _mismatch(dest, record):
-            return  # verified by an earlier run
-        part = os.path.join(parts, str(n))
-        remote = f"{version_dir(base, info.version)}/{record.path}"
-        tail = _TailHasher(part, record) if record.size >= TAIL_HASH_BYTES else None
-        try:
-            if tail is not None:
-                tail.start()
-            storage.download(remote, part)
-        except FileNotFoundError:
-            abort.set()
-            gone.append(record.path)
-            return
-        finally:
-            if tail is not None:
-                tail.finish()
-        # The hash taken during the download is trusted only if it matches; else hash again.
-        problem = None if tail is not None and tail.matches() else _mismatch(part, record)
-        if problem:
-            abort.set()
-            raise CorruptExportError(
-                f"{info.uri}/{record.path} does not match its marker ({problem}); verify it with "
-                "'cloud-exporter verify --deep' and publish it again"
-            )
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        os.replace(part, dest)
-        if progress is not None:
-            progress(record.size)
-
     try:
-        storage.run_parallel(fetch, sorted(enumerate(info.files), key=lambda p: -p[1].size))
+        gone = download_files(storage, base, info, stage, progress, stop)
     except CorruptExportError:
         _abandon(stage, parts)
         raise
@@ -255,60 +217,6 @@ def _sync_one(
         return
     _fsync_dir(root_dir)
     log.info("synced version %d into %s", info.version, target)
-
-
-def _mismatch(path: str, record: FileRecord) -> str | None:
-    """Why a local file does not match its record (size, then every checksum it has), or None."""
-    size = os.path.getsize(path)
-    if size != record.size:
-        return f"{size} bytes, marker says {record.size}"
-    return _digest_problem(hash_file(path, sha256=record.sha256 is not None), record)
-
-
-def _digest_problem(digests: Digests, record: FileRecord) -> str | None:
-    if record.crc32c is not None and digests.crc32c != record.crc32c:
-        return "crc32c mismatch"
-    if not digests.matches(record):
-        return "sha256 mismatch"
-    return None
-
-
-class _TailHasher(threading.Thread):
-    """Hashes a file while the download writes it, so verifying a large file adds no pass."""
-
-    def __init__(self, path: str, record: FileRecord) -> None:
-        super().__init__(daemon=True)
-        self.path, self.record, self.size = path, record, 0
-        self.digests = Digests(sha256=record.sha256 is not None)
-        self._done = threading.Event()
-
-    def finish(self) -> None:
-        self._done.set()
-        self.join()
-
-    def matches(self) -> bool:
-        ok = self.size == self.record.size == os.path.getsize(self.path)
-        return ok and _digest_problem(self.digests, self.record) is None
-
-    def run(self) -> None:
-        while True:
-            try:
-                f = open(self.path, "rb")  # noqa: SIM115 - closed below
-                break
-            except FileNotFoundError:
-                if self._done.wait(0.005):
-                    return
-        with f:
-            while True:
-                done = self._done.is_set()  # read before the read: empty then means complete
-                chunk = f.read(CHUNK)
-                if chunk:
-                    self.size += len(chunk)
-                    self.digests.update(chunk)
-                elif done:
-                    return
-                else:
-                    self._done.wait(0.005)
 
 
 # -- local directory ----------------------------------------------------------------------------

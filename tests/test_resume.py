@@ -13,6 +13,7 @@ from savedmodels import fake_saved_model
 from servers import Backend
 
 import cloud_exporter as ce
+from cloud_exporter.cli_format import human_size
 from cloud_exporter.layout import MARKER_NAME, STAGING_DIRNAME
 from cloud_exporter.resume import RECORDS_DIRNAME
 from cloud_exporter.testing import FailOn, FaultyFileSystem, InjectedCrash
@@ -182,14 +183,26 @@ def _die_before_copies(backend: Backend, source: Path, base: str) -> None:
 
 
 def test_cli_resumes_by_default_and_no_resume_opts_out(s3_backend: Backend, tmp_path: Path) -> None:
+    import json
+
     import test_cli as cli_helpers  # the CLI runner (a module import: its tests stay there)
 
     source = _source(tmp_path)
+    sizes = [p.stat().st_size for p in source.rglob("*") if p.is_file()]
+    n_files, n_bytes = len(sizes), sum(sizes)
     opts = cli_helpers.options(s3_backend)
-    for flags, reused in (([], True), (["--no-resume"], False)):
-        base = s3_backend.join(f"cli-{bool(flags)}")
-        _die_before_copies(s3_backend, source, base)
+    for flags, reused in (([], True), (["--no-resume"], False), (["--json"], True)):
+        base = s3_backend.join(f"cli-{'-'.join(flags) or 'default'}")
+        _die_before_copies(s3_backend, source, base)  # every file is staged and recorded
         out = cli_helpers.cli("publish", str(source), base, "-v", *opts, *flags)
         assert out.returncode == 0, out.stderr
-        assert ("resumed: reused 6 staged files" in out.stderr) is reused, out.stderr
+        assert (f"resumed: reused {n_files} staged files" in out.stderr) is reused, out.stderr
         assert len(ce.list_exports(base, storage_options=s3_backend.storage_options)) == 1
+        if "--json" in flags:
+            doc = json.loads(out.stdout)
+            assert (doc["reused_files"], doc["reused_bytes"]) == (n_files, n_bytes)
+        elif reused:
+            want = f"resumed: reused {n_files} files ({human_size(n_bytes)}) staged by"
+            assert want in out.stdout and out.stdout.rstrip().endswith("uploaded 0"), out.stdout
+        else:
+            assert "resumed" not in out.stdout and out.stdout.startswith("published "), out.stdout

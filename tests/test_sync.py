@@ -17,6 +17,7 @@ from savedmodels import fake_saved_model, tree
 from test_cli import cli, options
 
 import cloud_exporter as ce
+from cloud_exporter import _sync_fetch
 from cloud_exporter import sync as sync_mod
 from cloud_exporter.layout import MARKER_NAME
 from cloud_exporter.retry import RetryPolicy
@@ -46,7 +47,7 @@ def assert_complete(local: Path, info: ce.ExportInfo) -> None:
     assert set(got) == {f.path for f in info.files} | {MARKER_NAME, SYNC_RECORD_NAME}
     for f in info.files:
         assert len(got[f.path]) == f.size
-        assert sync_mod._mismatch(str(local / str(info.version) / f.path), f) is None
+        assert _sync_fetch._mismatch(str(local / str(info.version) / f.path), f) is None
     assert json.loads(got[SYNC_RECORD_NAME])["version"] == info.version
 
 
@@ -117,19 +118,45 @@ def test_poller_never_sees_a_partial_version(backend, tmp_path):
     assert len(local_versions(local)) == 2
 
 
+def _data_reads(fs: FaultyFileSystem) -> tuple[int, int]:
+    """(calls, files) of the reads of export files (large: get_file; small: batched cat, or
+    cat_file where a batch fell back), markers excluded."""
+    calls = files = 0
+    for c in fs.calls:
+        if c.method in ("get_file", "cat", "cat_file") and c.outcome == "ok":
+            data = [p for p in c.paths if not p.endswith(MARKER_NAME)]
+            calls, files = calls + bool(data), files + len(data)
+    return calls, files
+
+
 @pytest.mark.parametrize("backend", ["local", "s3", "gcs"], indirect=True)
 def test_crash_at_each_download_then_rerun_converges_and_resumes(backend, tmp_path):
     (tmp_path / "src").mkdir()
     infos = publish_n(backend, tmp_path / "src", 2)
     files = sum(len(i.files) for i in infos)
-    for k in range(1, files + 1):
+    clean = FaultyFileSystem(backend.new_fs())
+    ce.sync_exports(backend.base, tmp_path / "clean", filesystem=clean, concurrency=1)
+    calls, fetched = _data_reads(clean)
+    assert fetched == files and calls < files  # small files come in batches
+    for k in range(1, files + 1):  # crash at the call that reads the k-th file
         local = tmp_path / f"serving-{k}"
-        faulty = FaultyFileSystem(
-            backend.new_fs(), fail_on=[FailOn(method="get_file", nth=k, error=InjectedCrash())]
-        )
+        seen = [0]
+
+        def dead_from_k(method, path, seen=seen, k=k):  # the process is gone from file k on
+            if method in ("get_file", "cat", "cat_file") and not path.endswith(MARKER_NAME):
+                seen[0] += 1
+            return seen[0] >= k
+
+        crash = FailOn(predicate=dead_from_k, error=InjectedCrash, times=None)
+        faulty = FaultyFileSystem(backend.new_fs(), fail_on=[crash])
         with Poller(local) as poller, pytest.raises(InjectedCrash):
             ce.sync_exports(backend.base, local, filesystem=faulty, concurrency=1)
         assert poller.problems == []
+        staged = sum(
+            len(names) for _, _, names in os.walk(local / SYNC_STAGING_DIRNAME)
+        )  # verified files the crashed run left for the next one
+        present = local_versions(local)  # versions completed before the crash
+        todo = sum(len(i.files) for i in infos if i.version not in present)
         counting = FaultyFileSystem(backend.new_fs())
         ce.sync_exports(backend.base, local, filesystem=counting, concurrency=1)
         assert local_versions(local) == [i.version for i in infos]
@@ -137,7 +164,7 @@ def test_crash_at_each_download_then_rerun_converges_and_resumes(backend, tmp_pa
             assert_complete(local, info)
         assert staging_leftovers(local) == []
         # Resume: files verified before the crash are not downloaded again.
-        assert counting.call_counts["get_file"] == files - (k - 1)
+        assert _data_reads(counting)[1] == todo - staged, f"crash at file {k}"
 
 
 @pytest.mark.parametrize("step", ["marker", "record", "rename", "keep-rename"])
@@ -215,18 +242,27 @@ def test_existing_foreign_dir_with_a_synced_version_number_is_left_alone(backend
 def test_version_pruned_during_download_is_abandoned(backend, tmp_path, monkeypatch, caplog):
     (tmp_path / "src").mkdir()
     old, new = publish_n(backend, tmp_path / "src", 2)
-    real = ce.storage.Storage.download
+    real_download, real_read_many = ce.storage.Storage.download, ce.storage.Storage.read_many
     pruned = []
 
-    def download(self, path, local_path):
-        if str(new.version) in path and not pruned:
-            pruned.append(path)
+    def prune_on_first_data_read(paths):  # a prune lands once the download has begun
+        data = [p for p in paths if str(new.version) in p and not p.endswith(MARKER_NAME)]
+        if data and not pruned:
+            pruned.append(data[0])
             fs = backend.new_fs()
             fs.rm_file(backend.strip(new.uri) + "/" + MARKER_NAME)
             fs.rm(backend.strip(new.uri), recursive=True)
-        return real(self, path, local_path)
+
+    def download(self, path, local_path, **kw):
+        prune_on_first_data_read([path])
+        return real_download(self, path, local_path, **kw)
+
+    def read_many(self, paths, limit):
+        prune_on_first_data_read(paths)
+        return real_read_many(self, paths, limit)
 
     monkeypatch.setattr(ce.storage.Storage, "download", download)
+    monkeypatch.setattr(ce.storage.Storage, "read_many", read_many)
     local = tmp_path / "serving"
     with caplog.at_level(logging.INFO, logger="cloud_exporter.sync"):
         added = ce.sync_exports(backend.base, local, filesystem=backend.new_fs())
@@ -250,6 +286,32 @@ def test_corrupt_remote_file_is_not_synced(backend, tmp_path, caplog, name):
         assert ce.sync_exports(backend.base, local, filesystem=backend.new_fs()) == []
     assert local_versions(local) == []
     assert staging_leftovers(local) == []
+    assert "crc32c mismatch" in caplog.text
+
+
+@pytest.mark.parametrize("backend", ["gcs"], indirect=True)
+def test_ranged_gcs_downloads_are_verified(backend, tmp_path, monkeypatch, caplog):
+    """GCS objects from RANGED_BYTES on come down in concurrent ranges, then are hashed once:
+    lowered here so that a 17 MiB shard (three 8 MiB ranges) takes that path."""
+    monkeypatch.setattr(_sync_fetch, "RANGED_BYTES", 1 << 20)
+    real, ranged = ce.storage.Storage.download, []
+
+    def download(self, path, local_path, ranged_=False, **kw):
+        ranged.append(kw.get("ranged", ranged_))
+        return real(self, path, local_path, **kw)
+
+    monkeypatch.setattr(ce.storage.Storage, "download", download)
+    src = fake_saved_model(tmp_path / "src", shard_bytes=(17 << 20) + 3)
+    info = ce.publish(src, backend.base, filesystem=backend.fs)
+    ce.sync_exports(backend.base, tmp_path / "serving", filesystem=backend.new_fs())
+    assert_complete(tmp_path / "serving", info)
+    assert ranged == [True]  # the shard; the small files came in a batched read
+    target = backend.strip(info.uri) + "/variables/variables.data-00000-of-00001"
+    backend.fs.pipe_file(target, b"X" * ((17 << 20) + 3))  # same size, other bytes
+    local = tmp_path / "serving-2"
+    with caplog.at_level(logging.ERROR, logger="cloud_exporter.sync"):
+        assert ce.sync_exports(backend.base, local, filesystem=backend.new_fs()) == []
+    assert local_versions(local) == [] and staging_leftovers(local) == []
     assert "crc32c mismatch" in caplog.text
 
 
