@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import random
 from pathlib import Path
 
 import google_crc32c
@@ -12,8 +13,10 @@ import pytest
 from savedmodels import fake_saved_model
 
 import cloud_exporter as ce
+from cloud_exporter import source as source_module
 from cloud_exporter.errors import ChecksumMismatchError
 from cloud_exporter.layout import MARKER_NAME
+from cloud_exporter.source import crc32c_combine
 from cloud_exporter.testing import FailOn, FaultyFileSystem
 
 READS = {"open", "cat", "cat_file", "cat_ranges", "get", "get_file", "read_block", "head", "tail"}
@@ -197,3 +200,44 @@ def test_cli_verify_download_rereads_and_finds_corruption(server_backend, source
     _corrupt(server_backend, info)
     bad = cli("verify", server_backend.base, str(info.version), "--deep", "--download", *opts)
     assert bad.returncode != 0 and "checksum mismatch" in bad.stderr
+
+
+def test_crc32c_combine_equals_the_crc32c_of_the_concatenation():
+    rng = random.Random(14)
+    for n1, n2 in [(0, 0), (0, 5), (5, 0), (1, 1), (3, 4096), (1 << 20, 17), (12345, 1 << 16)]:
+        a, b = rng.randbytes(n1), rng.randbytes(n2)
+        whole = google_crc32c.value(a + b)
+        assert crc32c_combine(google_crc32c.value(a), google_crc32c.value(b), n2) == whole
+
+
+def test_a_large_local_file_is_copied_in_ranges_with_the_whole_files_crc32c(
+    tmp_path, source, monkeypatch
+):
+    monkeypatch.setattr(source_module, "SPLIT_BYTES", 1 << 16)  # the 1 MiB shard splits
+    ranges: list[int] = []
+    real_copy_range = source_module._copy_range
+
+    def counted(fds, start, end):
+        ranges.append(start)
+        return real_copy_range(fds, start, end)
+
+    monkeypatch.setattr(source_module, "_copy_range", counted)
+    base = tmp_path / "exports"
+    info = ce.publish(source, str(base))
+    assert len(ranges) == source_module.RANGES  # the shard, in ranges; small files whole
+    expected = _files(source)
+    for record in info.files:
+        assert record.crc32c == google_crc32c.Checksum(expected[record.path]).digest().hex()
+    copied = _files(base / str(info.version))
+    assert copied.pop(MARKER_NAME) and copied == expected  # every byte landed as it was
+    ce.verify_export(str(base), info.version, deep=True)
+
+
+@pytest.mark.parametrize("delta", [-1, 1, -(1 << 19)])
+def test_a_ranged_copy_refuses_a_file_whose_size_changed(tmp_path, monkeypatch, delta):
+    monkeypatch.setattr(source_module, "SPLIT_BYTES", 1 << 16)
+    src = tmp_path / "big.bin"
+    src.write_bytes(random.Random(1).randbytes((1 << 20) + 3))
+    scanned = source_module.SourceFile("big.bin", str(src), src.stat().st_size - delta)
+    with pytest.raises(ce.InvalidSourceError, match=r"big\.bin changed while"):
+        source_module.copy_file(scanned, str(tmp_path / "copy.bin"))
