@@ -147,6 +147,8 @@ class Storage:
         self.kind = "s3" if "s3" in protocols else "gcs" if "gs" in protocols else "other"
         if self.kind == "gcs":
             _allow_gcs_crc32c_upload_field()
+        if self.kind == "s3":
+            _single_request_s3_copies()
 
     # -- naming ---------------------------------------------------------------------------
     def uri(self, path: str) -> str:
@@ -613,6 +615,19 @@ def _allow_gcs_crc32c_upload_field() -> None:
     import gcsfs.core
 
     gcsfs.core.SUPPORTED_FIXED_KEY_METADATA.setdefault("crc32c", "crc32c")
+
+
+S3_COPY_OBJECT_LIMIT = 5 << 30  # the largest object one CopyObject request may copy
+
+
+def _single_request_s3_copies() -> None:
+    """Let s3fs copy objects up to 5 GiB with one CopyObject (its default switches to a
+    multipart copy above 150 MiB). A multipart copy's parts carry no checksums, so the copy
+    would lose the full-object CRC32C that deep verify compares; CopyObject keeps the source's.
+    Process-wide, like s3fs's own constant; copies above 5 GiB stay multipart."""
+    import s3fs.core
+
+    s3fs.core.MANAGED_COPY_THRESHOLD = max(s3fs.core.MANAGED_COPY_THRESHOLD, S3_COPY_OBJECT_LIMIT)
 
 
 def is_permission_denied(exc: OSError) -> bool:

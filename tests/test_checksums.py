@@ -280,7 +280,12 @@ def _head(fs, path: str) -> dict:
 
 
 @pytest.mark.parametrize("mode", ["staged", "direct"])
-def test_a_multipart_s3_upload_carries_a_full_object_crc32c(crc32c_s3, tmp_path, mode):
+def test_a_multipart_s3_upload_carries_a_full_object_crc32c(crc32c_s3, tmp_path, monkeypatch, mode):
+    import s3fs.core
+
+    # s3fs copies objects above this threshold (150 MiB by default) part by part, and such a
+    # copy would drop the checksum: lowered here so that the 17 MiB shard would cross it.
+    monkeypatch.setattr(s3fs.core, "MANAGED_COPY_THRESHOLD", 8 << 20)
     bucket, options = crc32c_s3
     base = f"{bucket}/t-{uuid.uuid4().hex[:8]} [1]*"
     src = fake_saved_model(tmp_path / "model", seed=5, shard_bytes=(17 << 20) + 5)  # 3 parts
