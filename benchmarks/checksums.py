@@ -2,7 +2,8 @@
 
 * local publish (one-pass copy + CRC32C) vs ``shutil.copytree`` of the same tree (target <= 1.10);
 * deep verify on GCS (crc32c from the listing) vs downloading the export (target <= 0.1);
-* deep verify on S3: bytes read (target 0; HEADs with ChecksumMode instead).
+* deep verify on S3: bytes read (target 0; HEADs with ChecksumMode instead), on moto as it is
+  and on moto with a CRC32C implementation (it computes multipart checksums itself).
 
 Uses the default 225 MiB tree of benchmarks/workloads.py (``--quick`` for the small one) and the
 emulators of tests/servers.py. Prints a markdown table to stdout.
@@ -11,13 +12,14 @@ emulators of tests/servers.py. Prints a markdown table to stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import cloud_exporter as ce
 from cloud_exporter.testing import FaultyFileSystem
@@ -93,8 +95,40 @@ def gcs(src: str, workdir: str, reps: int) -> dict[str, float]:
     return {"deep verify s": v, "download s": g, "verify/download": v / g, "byte reads": len(reads)}
 
 
-def s3(src: str, workdir: str) -> dict[str, float | str]:
-    with open_store("s3", workdir) as store:
+CRC32C_SHIM = """import google_crc32c
+
+
+def crc32c(data, value=0):
+    return google_crc32c.extend(value, bytes(data))
+"""
+
+
+@contextlib.contextmanager
+def moto_with_crc32c(workdir: str, enabled: bool) -> Iterator[None]:
+    """While the server starts: a stand-in `crc32c` module on its PYTHONPATH (moto computes a
+    multipart upload's CRC32C itself and, without that package, computes CRC32 instead)."""
+    if not enabled:
+        yield
+        return
+    shim = os.path.join(workdir, "crc32c-shim")
+    os.makedirs(shim, exist_ok=True)
+    with open(os.path.join(shim, "crc32c.py"), "w") as f:
+        f.write(CRC32C_SHIM)
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [shim, before]))
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
+def s3(src: str, workdir: str, crc32c: bool) -> dict[str, float | str]:
+    with contextlib.ExitStack() as stack:
+        with moto_with_crc32c(workdir, crc32c):
+            store = stack.enter_context(open_store("s3", workdir))
         info = ce.publish(src, store.uri("exports"), storage_options=store.storage_options)
         fs = FaultyFileSystem(store.new_fs())
         start = time.perf_counter()
@@ -122,7 +156,8 @@ def main() -> None:
         rows = {
             "local": local(src, workdir, args.reps),
             "gcs": gcs(src, workdir, args.reps),
-            "s3": s3(src, workdir),
+            "s3 (moto, no crc32c package)": s3(src, workdir, crc32c=False),
+            "s3 (moto computing CRC32C)": s3(src, workdir, crc32c=True),
         }
     info = machine_info()
     print(f"machine: {info['cpu']}, {info['cores']} cores, load {info['load_start']}\n")

@@ -10,7 +10,9 @@ import hashlib
 import os
 import posixpath
 import re
+import stat
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -20,6 +22,9 @@ from .errors import InvalidArgumentError, InvalidSourceError
 from .layout import ASSETS_EXTRA_DIRNAME, MARKER_NAME, SAVED_MODEL_NAMES, is_saved_model_file
 
 CHUNK = 1 << 20
+SPLIT_BYTES = 32 << 20  # a local copy of a file this large runs as parallel ranges (CRC32C only)
+RANGES = 4  # at most this many ranges of one file copied at a time
+CRC32C_POLY = 0x82F63B78  # reflected Castagnoli polynomial
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -99,18 +104,25 @@ def _walk(root: str) -> list[SourceFile]:
             dirnames[:] = []
             continue
         seen_dirs.add(real_dir)
+        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
         for name in filenames:
             local = os.path.join(dirpath, name)
-            real = os.path.realpath(local)
-            _check_inside(root, local, real)
-            if not os.path.isfile(real):
+            # Only a link needs resolving: any other name is real_dir/name (one lstat, not a
+            # realpath walk per file).
+            info = os.lstat(local)
+            real = os.path.join(real_dir, name)
+            if stat.S_ISLNK(info.st_mode):
+                real = os.path.realpath(local)
+                _check_inside(root, local, real)
+                info = os.stat(real)
+            if not stat.S_ISREG(info.st_mode):
                 raise InvalidSourceError(f"{local} is not a regular file (a socket, fifo or link)")
-            relpath = os.path.relpath(local, root).replace(os.sep, "/")
+            relpath = name if rel_dir == "." else f"{rel_dir}/{name}"
             if relpath == MARKER_NAME:
                 raise InvalidSourceError(
                     f"{local} uses the reserved name {MARKER_NAME}; remove it from the source"
                 )
-            found.append(SourceFile(relpath, local, os.path.getsize(real)))
+            found.append(SourceFile(relpath, local, info.st_size))
     return found
 
 
@@ -146,18 +158,18 @@ def _assets_extra(assets_extra: Mapping[str, str] | None) -> list[SourceFile]:
 class Digests:
     """CRC32C (always) and optionally SHA-256 of a byte stream, updated chunk by chunk."""
 
-    def __init__(self, sha256: bool = False) -> None:
-        self._crc = google_crc32c.Checksum()
+    def __init__(self, sha256: bool = False, crc: int = 0) -> None:
+        self._crc = crc
         self._sha = hashlib.sha256() if sha256 else None
 
     def update(self, chunk: bytes) -> None:
-        self._crc.update(chunk)
+        self._crc = google_crc32c.extend(self._crc, chunk)
         if self._sha is not None:
             self._sha.update(chunk)
 
     @property
     def crc32c(self) -> str:
-        return self._crc.digest().hex()
+        return f"{self._crc:08x}"
 
     @property
     def sha256(self) -> str | None:
@@ -212,11 +224,85 @@ def hash_file(path: str, sha256: bool) -> Digests:
 
 
 def copy_file(f: SourceFile, dst: str, sha256: bool = False) -> Digests:
-    """Copy a source file to a local path, hashing the bytes as they pass: each byte read once."""
-    with open(f.local_path, "rb") as src, open(dst, "wb") as out:
-        digests, copied = digest_stream(src, sha256, [out])
-    check_unchanged(f, copied)
-    return digests
+    """Copy a source file to a local path, hashing the bytes as they pass: each byte read once,
+    and the checksums cover exactly the bytes written. Files of SPLIT_BYTES and more (CRC32C
+    only: SHA-256 cannot be combined) are copied as up to RANGES ranges on parallel threads,
+    each range's CRC32C combined into the file's."""
+    if sha256 or f.size < SPLIT_BYTES:
+        with open(f.local_path, "rb") as src, open(dst, "wb") as out:
+            digests, copied = digest_stream(src, sha256, [out])
+        check_unchanged(f, copied)
+        return digests
+    step = -(-f.size // RANGES)
+    starts = list(range(0, f.size, step))
+    ends: list[int | None] = [*starts[1:], None]  # the last range reads on to the end of file
+    src_fd = os.open(f.local_path, os.O_RDONLY)
+    try:
+        dst_fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            with ThreadPoolExecutor(len(starts)) as pool:
+                done = list(pool.map(_copy_range, [(src_fd, dst_fd)] * len(starts), starts, ends))
+        finally:
+            os.close(dst_fd)
+    finally:
+        os.close(src_fd)
+    crc, copied = 0, 0
+    for start, (range_crc, length) in zip(starts, done, strict=True):
+        if start != copied:  # an earlier range came up short: the file shrank
+            check_unchanged(f, copied)
+        crc, copied = crc32c_combine(crc, range_crc, length), copied + length
+    check_unchanged(f, copied)  # grew (the last range read on) or shrank at its end
+    return Digests(crc=crc)
+
+
+def _copy_range(fds: tuple[int, int], start: int, end: int | None) -> tuple[int, int]:
+    """Copy bytes [start, end) (to the end of the file if ``end`` is None) from fds[0] to
+    fds[1] at the same offsets; return the CRC32C of the bytes written and their count."""
+    (src_fd, dst_fd), crc, pos = fds, 0, start
+    while end is None or pos < end:
+        chunk = os.pread(src_fd, CHUNK if end is None else min(CHUNK, end - pos), pos)
+        if not chunk:
+            break
+        crc = google_crc32c.extend(crc, chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.pwrite(dst_fd, view, pos + len(chunk) - len(view)) :]
+        pos += len(chunk)
+    return crc, pos - start
+
+
+def _gf2_times(matrix: list[int], vector: int) -> int:
+    out, row = 0, 0
+    while vector:
+        if vector & 1:
+            out ^= matrix[row]
+        vector >>= 1
+        row += 1
+    return out
+
+
+def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
+    """CRC32C of A + B from crc1 = CRC32C(A), crc2 = CRC32C(B) and len2 = len(B): crc1 is
+    advanced over len2 zero bytes by repeated squaring of the one-zero-bit operator."""
+    if len2 <= 0:
+        return crc1
+    odd = [CRC32C_POLY] + [1 << n for n in range(31)]  # the operator for one zero bit
+    even = [_gf2_times(odd, odd[n]) for n in range(32)]  # two zero bits
+    odd = [_gf2_times(even, even[n]) for n in range(32)]  # four zero bits
+    while True:  # apply len2 zero bytes: bit by bit of len2, squaring the operator each time
+        even = [_gf2_times(odd, odd[n]) for n in range(32)]
+        if len2 & 1:
+            crc1 = _gf2_times(even, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+        odd = [_gf2_times(even, even[n]) for n in range(32)]
+        if len2 & 1:
+            crc1 = _gf2_times(odd, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+    return crc1 ^ crc2
 
 
 def check_unchanged(f: SourceFile, seen: int) -> None:

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
+import os
+import random
+import uuid
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import google_crc32c
 import pytest
+import servers
 from savedmodels import fake_saved_model
 
 import cloud_exporter as ce
+from cloud_exporter import source as source_module
 from cloud_exporter.errors import ChecksumMismatchError
 from cloud_exporter.layout import MARKER_NAME
+from cloud_exporter.source import crc32c_combine
 from cloud_exporter.testing import FailOn, FaultyFileSystem
 
 READS = {"open", "cat", "cat_file", "cat_ranges", "get", "get_file", "read_block", "head", "tail"}
@@ -197,3 +206,138 @@ def test_cli_verify_download_rereads_and_finds_corruption(server_backend, source
     _corrupt(server_backend, info)
     bad = cli("verify", server_backend.base, str(info.version), "--deep", "--download", *opts)
     assert bad.returncode != 0 and "checksum mismatch" in bad.stderr
+
+
+def test_crc32c_combine_equals_the_crc32c_of_the_concatenation():
+    rng = random.Random(14)
+    for n1, n2 in [(0, 0), (0, 5), (5, 0), (1, 1), (3, 4096), (1 << 20, 17), (12345, 1 << 16)]:
+        a, b = rng.randbytes(n1), rng.randbytes(n2)
+        whole = google_crc32c.value(a + b)
+        assert crc32c_combine(google_crc32c.value(a), google_crc32c.value(b), n2) == whole
+
+
+def test_a_large_local_file_is_copied_in_ranges_with_the_whole_files_crc32c(
+    tmp_path, source, monkeypatch
+):
+    monkeypatch.setattr(source_module, "SPLIT_BYTES", 1 << 16)  # the 1 MiB shard splits
+    ranges: list[int] = []
+    real_copy_range = source_module._copy_range
+
+    def counted(fds, start, end):
+        ranges.append(start)
+        return real_copy_range(fds, start, end)
+
+    monkeypatch.setattr(source_module, "_copy_range", counted)
+    base = tmp_path / "exports"
+    info = ce.publish(source, str(base))
+    assert len(ranges) == source_module.RANGES  # the shard, in ranges; small files whole
+    expected = _files(source)
+    for record in info.files:
+        assert record.crc32c == google_crc32c.Checksum(expected[record.path]).digest().hex()
+    copied = _files(base / str(info.version))
+    assert copied.pop(MARKER_NAME) and copied == expected  # every byte landed as it was
+    ce.verify_export(str(base), info.version, deep=True)
+
+
+@pytest.mark.parametrize("delta", [-1, 1, -(1 << 19)])
+def test_a_ranged_copy_refuses_a_file_whose_size_changed(tmp_path, monkeypatch, delta):
+    monkeypatch.setattr(source_module, "SPLIT_BYTES", 1 << 16)
+    src = tmp_path / "big.bin"
+    src.write_bytes(random.Random(1).randbytes((1 << 20) + 3))
+    scanned = source_module.SourceFile("big.bin", str(src), src.stat().st_size - delta)
+    with pytest.raises(ce.InvalidSourceError, match=r"big\.bin changed while"):
+        source_module.copy_file(scanned, str(tmp_path / "copy.bin"))
+
+
+SHARD = "variables/variables.data-00000-of-00001"
+# A stand-in for the `crc32c` package that moto looks for (real S3 computes real CRC32C; moto
+# without that package computes CRC32 under the CRC32C name).
+CRC32C_SHIM = """import google_crc32c
+
+
+def crc32c(data, value=0):
+    return google_crc32c.extend(value, bytes(data))
+"""
+
+
+@pytest.fixture(scope="module")
+def crc32c_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict]]:
+    """(bucket URI, storage options) of a moto server that computes real CRC32C."""
+    shim = tmp_path_factory.mktemp("crc32c-shim")
+    (shim / "crc32c.py").write_text(CRC32C_SHIM)
+    with contextlib.ExitStack() as stack:
+        with pytest.MonkeyPatch.context() as mp:  # only this server's process sees the shim
+            mp.setenv("PYTHONPATH", os.pathsep.join([str(shim), os.environ.get("PYTHONPATH", "")]))
+            url = stack.enter_context(servers.moto_server())
+        options = servers.s3_storage_options(url)
+        servers.create_bucket("s3", options, "crc32c-bucket")
+        yield "s3://crc32c-bucket", options
+
+
+def _head(fs, path: str) -> dict:
+    bucket, key, _ = fs.split_path(path)
+    return fs.call_s3("head_object", Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+
+
+@pytest.mark.parametrize("mode", ["staged", "direct"])
+def test_a_multipart_s3_upload_carries_a_full_object_crc32c(crc32c_s3, tmp_path, monkeypatch, mode):
+    import s3fs.core
+
+    # s3fs copies objects above this threshold (150 MiB by default) part by part, and such a
+    # copy would drop the checksum: lowered here so that the 17 MiB shard would cross it.
+    monkeypatch.setattr(s3fs.core, "MANAGED_COPY_THRESHOLD", 8 << 20)
+    bucket, options = crc32c_s3
+    base = f"{bucket}/t-{uuid.uuid4().hex[:8]} [1]*"
+    src = fake_saved_model(tmp_path / "model", seed=5, shard_bytes=(17 << 20) + 5)  # 3 parts
+    info = ce.publish(src, base, storage_options=options, mode=mode)
+    raw = servers.Backend("s3", "s3", base, bucket, options).fs
+    [shard] = [f for f in info.files if f.path == SHARD]
+    head = _head(raw, raw._strip_protocol(info.uri) + "/" + SHARD)
+    assert head["ChecksumType"] == "FULL_OBJECT"
+    assert head["ChecksumCRC32C"] == base64.b64encode(bytes.fromhex(shard.crc32c)).decode()
+    fs = FaultyFileSystem(raw)
+    good = ce.verify_export(base, info.version, deep=True, filesystem=fs)
+    assert good.verified_by == {f.path: "head" for f in info.files}
+    assert _byte_reads(fs) == []
+    assert raw.call_s3("list_multipart_uploads", Bucket="crc32c-bucket").get("Uploads") is None
+    path = raw._strip_protocol(info.uri) + "/" + SHARD
+    raw.pipe_file(path, bytes(reversed((src / SHARD).read_bytes())))  # same size, other bytes
+    with pytest.raises(ce.CorruptExportError, match=r"variables\.data.* checksum mismatch"):
+        ce.verify_export(base, info.version, deep=True, storage_options=options)
+
+
+def test_moto_without_crc32c_records_crc32_and_deep_verify_reads_that_file(s3_backend, tmp_path):
+    """The session's moto has no crc32c package: for a multipart upload it stores a CRC32 under
+    the CRC32C name. Deep verify must not call that corruption: it reads the file instead."""
+    src = fake_saved_model(tmp_path / "model", seed=6, shard_bytes=(9 << 20) + 1)
+    info = ce.publish(src, s3_backend.base, filesystem=s3_backend.fs)
+    data = (src / SHARD).read_bytes()
+    head = _head(s3_backend.fs, s3_backend.strip(info.uri) + "/" + SHARD)
+    assert head["ChecksumCRC32C"] == base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    fs = FaultyFileSystem(s3_backend.new_fs())
+    good = ce.verify_export(s3_backend.base, info.version, deep=True, filesystem=fs)
+    assert good.verified_by == {f.path: "read" if f.path == SHARD else "head" for f in info.files}
+    assert {p for _, paths in _byte_reads(fs) for p in paths} == {
+        s3_backend.strip(info.uri) + "/" + SHARD
+    }
+
+
+def test_a_large_gcs_upload_declares_its_crc32c(gcs_backend, tmp_path, monkeypatch):
+    import gcsfs.core
+
+    declared: list[dict] = []
+    real_initiate = gcsfs.core.initiate_upload
+
+    async def recording(*args, fixed_key_metadata=None, **kwargs):
+        declared.append(dict(fixed_key_metadata or {}))
+        return await real_initiate(*args, fixed_key_metadata=fixed_key_metadata, **kwargs)
+
+    monkeypatch.setattr(gcsfs.core, "initiate_upload", recording)
+    src = fake_saved_model(tmp_path / "model", seed=7, shard_bytes=(9 << 20) + 1)
+    info = ce.publish(src, gcs_backend.base, filesystem=gcs_backend.fs)
+    [shard] = [f for f in info.files if f.path == SHARD]
+    assert declared == [{"crc32c": base64.b64encode(bytes.fromhex(shard.crc32c)).decode()}]
+    checked = ce.verify_export(
+        gcs_backend.base, info.version, deep=True, filesystem=gcs_backend.new_fs()
+    )
+    assert set(checked.verified_by.values()) == {"listing"}
