@@ -36,6 +36,7 @@ class RunResults:
     memory: list[MemoryResult] = field(default_factory=list)
     estimator: EstimatorResult | None = None
     imports: ImportResult | None = None
+    many: list[Any] = field(default_factory=list)  # many_bench.ManyRow
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -50,6 +51,7 @@ class RunResults:
             "memory": [m.to_dict() for m in self.memory],
             "estimator": self.estimator.to_dict() if self.estimator else None,
             "imports": self.imports.to_dict() if self.imports else None,
+            "many": [m.to_dict() for m in self.many],
             "notes": self.notes,
         }
 

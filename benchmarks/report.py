@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from .checks import RunResults, all_checks
+from .many_bench import render_many
 from .stats import Summary
 
 MiB = 1 << 20
@@ -172,6 +173,7 @@ def render(run: RunResults) -> str:
     lines += ["", "### Publish and baselines", "", *_timings(run)]
     lines += ["", "### Requests per operation (HTTP, counted at the client)", "", *_requests(run)]
     lines += _fsspec(run)
+    lines += render_many(run.many)
     other = _other(run)
     if other:
         lines += ["", "### Memory and estimator", "", *other]
