@@ -239,4 +239,7 @@ def all_checks(run: RunResults) -> list[Check]:
     checks = ratio_checks(run.timings) + estimator_check(run.estimator)
     checks += memory_checks(run.memory, run.profile == "large")
     checks += request_checks(run.requests) + startup_checks(run.imports, run.requests)
+    from .many_bench import many_checks  # many_bench renders into the report: import late
+
+    checks += many_checks(run.many)
     return sorted(checks, key=lambda c: c.target)  # stable: keeps backend order within a target

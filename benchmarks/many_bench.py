@@ -22,7 +22,7 @@ from cloud_exporter.storage import READS_IN_FLIGHT
 
 from .backends import Store
 from .counting import RequestCounts
-from .stats import Summary
+from .stats import Check, Summary
 from .transfer import Log
 
 FIRST_VERSION = 1_600_000_000
@@ -146,6 +146,26 @@ def run_many(store: Store, sizes: tuple[int, ...], reps: int, log: Log) -> list[
         log(f"  {store.name}: list/latest/prune over {exports} exports")
         rows.append(measure(store, exports, reps if exports <= 1_000 else 1, log))
     return rows
+
+
+def many_checks(rows: list[ManyRow]) -> list[Check]:
+    """Issue 15 target: list of 1,000 exports <= 1.2x the same number of raw marker GETs."""
+    checks = []
+    for row in rows:
+        if row.exports != 1_000 or row.backend == "local" or not row.ratios:
+            continue
+        ratio = Summary.of(row.ratios)
+        checks.append(
+            Check.compare(
+                "8",
+                f"{row.backend}: list_exports of 1000 / 1000 raw marker GETs",
+                ratio.median,
+                1.2,
+                spread=ratio.spread(),
+                note=f"n={ratio.n}; {READS_IN_FLIGHT} in flight; {_requests(row.list_counts)}",
+            )
+        )
+    return checks
 
 
 def _requests(counts: RequestCounts | None) -> str:
