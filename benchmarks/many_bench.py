@@ -144,7 +144,9 @@ def run_many(store: Store, sizes: tuple[int, ...], reps: int, log: Log) -> list[
     rows = []
     for exports in sizes:
         log(f"  {store.name}: list/latest/prune over {exports} exports")
-        rows.append(measure(store, exports, reps if exports <= 1_000 else 1, log))
+        row = measure(store, exports, reps if exports <= 1_000 else 1, log)
+        log("  " + render_many([row])[-1])  # each row as soon as it is measured
+        rows.append(row)
     return rows
 
 
