@@ -24,6 +24,7 @@ from .backends import BACKENDS, open_store
 from .checks import RunResults
 from .env import REPO, RESULTS_DIR, load_average, machine_info
 from .estimator_bench import run_estimator
+from .many_bench import SIZES, run_many
 from .memory import run_memory
 from .report import render, write_outputs
 from .reqs import run_requests
@@ -32,7 +33,7 @@ from .sync_bench import run_sync
 from .transfer import run_local, run_object_store
 from .workloads import PROFILES, TreeSpec, export_keras, make_memory_tree, make_tree
 
-SECTIONS = ("startup", "transfer", "keras", "requests", "memory", "sync", "estimator")
+SECTIONS = ("startup", "transfer", "keras", "requests", "many", "memory", "sync", "estimator")
 _START = time.monotonic()
 
 
@@ -51,6 +52,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--backends", default=",".join(BACKENDS), help="s3,gcs,local")
     parser.add_argument("--skip", default="", help=f"comma list of sections: {','.join(SECTIONS)}")
     parser.add_argument("--concurrency", type=int, default=8, help="publish(concurrency=)")
+    parser.add_argument(
+        "--many-sizes", default=",".join(map(str, SIZES)), help="export counts of section many"
+    )
     parser.add_argument("--workdir", help="where trees are built (default: a new temp dir)")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.md")
     parser.add_argument(
@@ -59,6 +63,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.backends = [b for b in args.backends.split(",") if b]
     args.skip = {s for s in args.skip.split(",") if s}
+    args.many_sizes = tuple(int(n) for n in args.many_sizes.split(",") if n)
     for name in args.backends:
         if name not in BACKENDS:
             parser.error(f"unknown backend {name!r}; choose from {','.join(BACKENDS)}")
@@ -119,6 +124,8 @@ def run(args: argparse.Namespace, workdir: str) -> RunResults:
                         log,
                     )
                 )
+            if "many" in want:
+                results.many += run_many(store, args.many_sizes, min(reps, 3), log)
             if memory_tree is not None:
                 results.memory.append(run_memory(store, memory_tree, warm, "staged", log))
             if "sync" in want:

@@ -37,6 +37,7 @@ class RunResults:
     estimator: EstimatorResult | None = None
     imports: ImportResult | None = None
     sync: list[dict[str, Any]] = field(default_factory=list)  # sync_bench.run_sync results
+    many: list[Any] = field(default_factory=list)  # many_bench.ManyRow
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -52,6 +53,7 @@ class RunResults:
             "estimator": self.estimator.to_dict() if self.estimator else None,
             "imports": self.imports.to_dict() if self.imports else None,
             "sync": self.sync,
+            "many": [m.to_dict() for m in self.many],
             "notes": self.notes,
         }
 
@@ -239,4 +241,7 @@ def all_checks(run: RunResults) -> list[Check]:
     checks = ratio_checks(run.timings) + estimator_check(run.estimator)
     checks += memory_checks(run.memory, run.profile == "large")
     checks += request_checks(run.requests) + startup_checks(run.imports, run.requests)
+    from .many_bench import many_checks  # many_bench renders into the report: import late
+
+    checks += many_checks(run.many)
     return sorted(checks, key=lambda c: c.target)  # stable: keeps backend order within a target

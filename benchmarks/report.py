@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from .checks import RunResults, all_checks
+from .many_bench import render_many
 from .stats import Summary
 
 MiB = 1 << 20
@@ -176,6 +177,7 @@ def render(run: RunResults) -> str:
         from .sync_bench import render as render_sync
 
         lines += ["", "### Sync vs raw fs.get (issue 16: <= 1.10x)", "", render_sync(run.sync)]
+    lines += render_many(run.many)
     other = _other(run)
     if other:
         lines += ["", "### Memory and estimator", "", *other]

@@ -38,7 +38,7 @@ from .layout import (
     version_dir,
 )
 from .marker import MAX_MARKER_BYTES, FileRecord, encode_marker, parse_marker
-from .source import Digests, SourceFile, copy_file
+from .source import Digests, SourceFile, copy_file, hash_file
 from .storage import Storage
 
 log = logging.getLogger(__name__)
@@ -320,7 +320,11 @@ class LocalRename(_Strategy):
         transfer_hashed(
             plan, plan.files, lambda f: copy_file(f, os.path.join(build, f.relpath), sha256)
         )
-        with open(os.path.join(build, MARKER_NAME), "wb") as out:
+        self._seal(plan, build)
+
+    def _seal(self, plan: Plan, build: str) -> None:
+        """Write the marker into the complete build directory, then rename it into place."""
+        with open(os.path.join(build, MARKER_NAME), "xb") as out:
             out.write(plan.marker_bytes())
         try:
             os.rename(build, plan.target)
@@ -333,6 +337,21 @@ class LocalRename(_Strategy):
 
     def _remove_build(self, plan: Plan) -> None:
         plan.storage.remove_local_tree(plan.staging)  # the unrenamed build directory
+
+
+class WrittenInPlace(LocalRename):
+    """Local disk, files already written into the staging directory (the estimator's export):
+    hash them where they lie, then commit as LocalRename does. No copy is made."""
+
+    name = "written-in-place"
+
+    def __init__(self, export_dir: str) -> None:
+        self.export_dir = export_dir
+
+    def commit(self, plan: Plan) -> None:
+        sha256 = plan.checksum == "sha256"
+        transfer_hashed(plan, plan.files, lambda f: hash_file(f.local_path, sha256))
+        self._seal(plan, self.export_dir)
 
 
 def choose_strategy(storage: Storage, mode: str) -> CommitStrategy:

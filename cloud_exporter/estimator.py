@@ -28,6 +28,7 @@ except (ImportError, AttributeError) as _exc:  # TF >= 2.16 has no tf.estimator
     ) from _exc
 
 from . import asynchronous
+from ._inplace import local_storage, publish_written
 from ._stock_compat import collect_stock_exports, fetch_assets
 from .errors import InvalidArgumentError, StorageError
 from .exports import list_exports
@@ -226,7 +227,15 @@ class _PublishingExporter(_StockExporter):
         if self._asynchronous:
             final = bool(is_the_final_export)
             return self._publish_in_background(estimator, base, checkpoint_path, metadata, final)
-        with local_export_dir(self._temp_dir) as tmp:
+        options = self._storage
+        local = local_storage(
+            base, options["filesystem"], options["storage_options"], options["retry"]
+        )
+        if local is not None:  # local disk: written inside the base, committed by a rename
+            return publish_written(
+                *local, lambda tmp: self._write_local(estimator, tmp, checkpoint_path), metadata
+            )
+        with local_export_dir(self._temp_dir) as tmp:  # elsewhere: uploaded from the temp dir
             source, written, assets = self._write_local(estimator, tmp, checkpoint_path)
             info = publish(source, base, assets_extra=assets, metadata=metadata, **self._storage)
         return info, written

@@ -1,7 +1,8 @@
 """Reading exports: list, latest, verify. Only marked versions exist; everything else is ignored.
 
 Every function lists the base freshly (one recursive listing, ~1 request per 1000 objects) and
-reads markers only where it needs their contents.
+reads markers only where it needs their contents: ``scan_exports`` every marker once, concurrently
+(``Storage.read_many``), ``latest_export`` only the newest.
 """
 
 from __future__ import annotations

@@ -170,18 +170,15 @@ def _delete_exports(storage: Storage, base: str, listing: BaseListing, doomed: l
     if not doomed:
         return
     markers, models, rest = [], [], []
-    for version in doomed:
+    for version in doomed:  # linear in the objects listed: prune cost grows with E, not E**2
         vdir = version_dir(base, version)
+        markers.append(marker_path(base, version))  # listed or not (a lagging listing)
         for relpath in listing.versions.get(version, {}):
             path = join(vdir, relpath)
-            if relpath == MARKER_NAME:
-                markers.append(path)
-            elif is_saved_model_file(relpath):
+            if is_saved_model_file(relpath):
                 models.append(path)
-            else:
+            elif relpath != MARKER_NAME:
                 rest.append(path)
-        if marker_path(base, version) not in markers:
-            markers.append(marker_path(base, version))
     for phase in (markers, models, rest):
         storage.delete(phase)
     leftovers = _still_there(storage, base, doomed, skip_republished=True)

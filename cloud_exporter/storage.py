@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import fsspec
 import google_crc32c
+from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
@@ -53,6 +54,7 @@ DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1000 keys per request
 _MEMORY_CREATE_LOCKS: dict[str, threading.RLock] = {}
 _MEMORY_LOCKS_GUARD = threading.Lock()
 HEADS_IN_FLIGHT = 16  # concurrent HeadObject requests of a deep verify on S3
+READS_IN_FLIGHT = 64  # concurrent GETs of one read_many batch (markers of list/latest/prune)
 REJECTED_UPLOAD_TRIES = 3  # an upload the store rejects for its checksum is sent this often
 _REJECTION_MARKERS = ("baddigest", "checksum", "crc32c", "md5")
 
@@ -253,15 +255,21 @@ class Storage:
             return b""
 
     def read_many(self, paths: Sequence[str], limit: int) -> dict[str, bytes | None]:
-        """Read many small objects with one batched ``cat`` (the backend runs the GETs
-        concurrently); objects the batch failed on are read again one by one, with retries."""
+        """Read many small objects with one batched ``cat``: one ranged GET per object (no
+        HEAD), READS_IN_FLIGHT at a time on async backends; objects the batch failed on (and
+        paths with glob characters) are read again one by one, with retries."""
         if not paths:
             return {}
         batch = [p for p in paths if not has_magic(p)]  # the rest: literal single reads
         for path in batch:  # the batch may consult cached listings of each object's folder
             self.fs.invalidate_cache(path)
+        bounded = {"batch_size": READS_IN_FLIGHT} if isinstance(self.fs, AsyncFileSystem) else {}
         try:
-            got = self.fs.cat(batch, on_error="return") if batch else {}
+            got = (
+                self.fs.cat(batch, on_error="return", start=0, end=limit + 1, **bounded)
+                if batch
+                else {}
+            )
         except Exception:  # the whole batch failed: fall back to single reads
             got = {}
         out: dict[str, bytes | None] = {}

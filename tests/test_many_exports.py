@@ -1,0 +1,145 @@
+"""list/latest/prune over many exports: listing pages plus one GET per marker, nothing else.
+
+Requests are counted at the HTTP level on the real servers (a botocore hook on s3fs, a wrapper
+around gcsfs's ``_request``), so a HEAD that the backend adds behind one fsspec call shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import cloud_exporter as ce
+from cloud_exporter import __version__
+from cloud_exporter.layout import marker_path, version_dir
+from cloud_exporter.marker import FileRecord, encode_marker
+from cloud_exporter.source import Digests
+
+FIRST = 1_700_000_000
+
+
+def populate(fs: Any, root: str, count: int, *, first: int = FIRST) -> list[int]:
+    """``count`` committed exports of one tiny saved_model.pb each, written directly."""
+    objects: dict[str, bytes] = {}
+    versions = list(range(first, first + count))
+    for i, version in enumerate(versions):
+        data = f"model {version}".encode()
+        digests = Digests(sha256=False)
+        digests.update(data)
+        objects[f"{version_dir(root, version)}/saved_model.pb"] = data
+        record = FileRecord("saved_model.pb", len(data), None, digests.crc32c)
+        objects[marker_path(root, version)] = encode_marker(
+            version, 1e9 + i, [record], {"step": i}, "test", __version__
+        )
+    for path, data in objects.items():
+        if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        fs.pipe_file(path, data)
+    fs.invalidate_cache()
+    return versions
+
+
+@contextlib.contextmanager
+def http_requests(fs: Any) -> Iterator[Counter[str]]:
+    """Count the HTTP requests ``fs`` sends inside the block, by operation."""
+    counts: Counter[str] = Counter()
+    if fs.protocol[0] == "s3":
+
+        def before_send(event_name: str = "", **_: Any) -> None:
+            counts[event_name.rsplit(".", 1)[-1]] += 1
+
+        events = fs.s3.meta.events
+        events.register("before-send.s3", before_send)
+        try:
+            yield counts
+        finally:
+            events.unregister("before-send.s3", before_send)
+        return
+    original = fs._request
+
+    async def counted(method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        url = path if path.startswith("http") else fs._format_path(path, args)
+        media = kwargs.get("alt") == "media" or "alt=media" in url
+        name = "get" if media else "list" if url.split("?")[0].endswith("/o") else method
+        counts[name] += 1
+        return await original(method, path, *args, **kwargs)
+
+    fs._request = counted
+    try:
+        yield counts
+    finally:
+        fs._request = original
+
+
+GETS = ("GetObject", "get")
+LISTS = ("ListObjectsV2", "list")
+
+
+def _sum(counts: Counter[str], names: tuple[str, ...]) -> int:
+    return sum(counts[n] for n in names)
+
+
+@pytest.mark.parametrize("count", [1, 37])
+def test_list_and_latest_cost_pages_plus_marker_gets(server_backend, count):
+    fs = server_backend.fs
+    versions = populate(fs, server_backend.root, count)
+    with http_requests(fs) as listed:
+        found = ce.list_exports(server_backend.base, filesystem=fs)
+    assert [e.version for e in found] == versions
+    assert found[-1].metadata == {"step": count - 1}
+    assert _sum(listed, GETS) == count
+    assert _sum(listed, LISTS) == 1  # 2 objects per export: one page
+    assert sum(listed.values()) == count + 1, listed  # no HEAD per marker
+    with http_requests(fs) as latest:
+        info = ce.latest_export(server_backend.base, filesystem=fs)
+    assert info is not None and info.version == versions[-1]
+    assert _sum(latest, GETS) == 1 and sum(latest.values()) == 2, latest
+
+
+def test_prune_reads_each_marker_once(server_backend):
+    fs = server_backend.fs
+    versions = populate(fs, server_backend.root, 30)
+    with http_requests(fs) as counts:
+        report = ce.prune(server_backend.base, keep=4, filesystem=fs)
+    assert report.deleted == versions[:-4]
+    assert [e.version for e in ce.list_exports(server_backend.base, filesystem=fs)] == versions[-4:]
+    assert _sum(counts, GETS) == 30, counts  # every marker once, nothing read twice
+    assert counts["HeadObject"] == 0, counts
+    if server_backend.name == "s3":  # markers, models, then a batch of the rest (none here)
+        assert counts["DeleteObjects"] <= 3, counts
+
+
+def test_many_exports_under_glob_and_unicode_base(backend):
+    """Marker paths with ``[``/``*``/``?`` are read one by one, literally: a sibling base that
+    the glob would match is never read, and results are exact."""
+    fs = backend.fs
+    base = backend.join("exp[1] *ü?")
+    root = backend.strip(base)
+    decoy = backend.strip(backend.join("exp1 xüy"))
+    mine = populate(fs, root, 5)
+    populate(fs, decoy, 3, first=FIRST + 100)
+    assert [e.version for e in ce.list_exports(base, filesystem=fs)] == mine
+    assert ce.latest_export(base, filesystem=fs).version == mine[-1]
+    report = ce.prune(base, keep=2, filesystem=fs)
+    assert report.deleted == mine[:3]
+    assert [e.version for e in ce.list_exports(base, filesystem=fs)] == mine[-2:]
+    assert len(ce.list_exports(backend.join("exp1 xüy"), filesystem=fs)) == 3
+
+
+def test_empty_and_oversized_markers_among_many(backend, caplog):
+    """A 0-byte marker (a ranged GET of it answers 416 on S3/GCS) and one cut short are
+    reported invalid; the batch still serves every other export."""
+    fs = backend.fs
+    versions = populate(fs, backend.root, 12)
+    fs.pipe_file(marker_path(backend.root, versions[3]), b"")
+    fs.pipe_file(marker_path(backend.root, versions[5]), b'{"format": "cloud-exporter')
+    fs.invalidate_cache()
+    found = [e.version for e in ce.list_exports(backend.base, filesystem=fs)]
+    assert found == [v for v in versions if v not in (versions[3], versions[5])]
+    report = ce.prune(backend.base, keep=3, dry_run=True, filesystem=fs)
+    assert set(report.skipped) == {versions[3], versions[5]}
+    assert "ignoring version" in caplog.text
