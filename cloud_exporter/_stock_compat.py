@@ -3,6 +3,9 @@
 * ``fetch_assets``: ``assets_extra`` sources may be local files, fsspec URLs (``s3://``,
   ``gs://``, ``memory://``) or anything ``tf.io.gfile`` reads (``ram://``, ``gs://`` natively in
   TF 2.15, ``hdfs://`` with libhdfs); each is copied byte for byte to a local file first.
+* the stock argument checks (``check_compare_fn``, ``check_exports_to_keep``), the default
+  ``compare_fn`` (``loss_smaller``) and the stock return value (``returned_location``: bytes
+  when the estimator returned bytes).
 * ``collect_stock_exports``: ``exports_to_keep`` also counts complete stock exports already in
   the base (10-digit directories without a marker) and deletes the oldest, as the stock GC does.
 
@@ -11,19 +14,23 @@ Importing this module does not import TensorFlow (``fetch_assets`` does, for gfi
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._unmarked import complete_stock_exports, delete_unmarked
 from .errors import InvalidArgumentError, StorageError
 from .exports import list_base
+from .marker import ExportInfo
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .storage import Storage, resolve
+from .training import export_location
 
 log = logging.getLogger(__name__)
+CompareFn = Callable[..., bool]
 
 
 def fetch_assets(
@@ -88,3 +95,63 @@ def collect_stock_exports(
     if deleted:
         log.info("%s: removed stock exports %s (exports_to_keep=%d)", name, deleted, keep)
     return deleted
+
+
+def loss_smaller(
+    best_eval_result: Mapping[str, Any], current_eval_result: Mapping[str, Any]
+) -> bool:
+    """True if ``current_eval_result['loss']`` is smaller (the stock BestExporter default)."""
+    for label, result in (
+        ("best_eval_result", best_eval_result),
+        ("current_eval_result", current_eval_result),
+    ):
+        if not result or "loss" not in result:
+            raise InvalidArgumentError(f"{label} cannot be empty or no loss is found in it.")
+    return best_eval_result["loss"] > current_eval_result["loss"]
+
+
+def check_compare_fn(compare_fn: CompareFn | None) -> None:
+    """Raise InvalidArgumentError (a ValueError) unless ``compare_fn`` takes exactly
+    best_eval_result and current_eval_result."""
+    if compare_fn is None:
+        raise InvalidArgumentError("`compare_fn` must not be None.")
+    try:
+        params = inspect.signature(compare_fn).parameters
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(
+            f"compare_fn ({compare_fn}) has no inspectable signature"
+        ) from exc
+    wanted = {"best_eval_result", "current_eval_result"}
+    missing = wanted - set(params)
+    if missing:
+        raise InvalidArgumentError(
+            f"compare_fn ({compare_fn}) must include {sorted(missing)} argument(s)."
+        )
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    extra = sorted(n for n, p in params.items() if p.kind in positional and n not in wanted)
+    if extra:
+        raise InvalidArgumentError(
+            f"compare_fn ({compare_fn}) has following not expected args: {extra}"
+        )
+
+
+def check_exports_to_keep(exports_to_keep: object) -> None:
+    if exports_to_keep is None:
+        return
+    if not isinstance(exports_to_keep, int) or isinstance(exports_to_keep, bool):
+        raise InvalidArgumentError(
+            f"`exports_to_keep` must be an int or None, got {exports_to_keep!r}"
+        )
+    if exports_to_keep <= 0:
+        raise InvalidArgumentError(
+            f"`exports_to_keep`, if provided, must be a positive number. Got {exports_to_keep}"
+        )
+
+
+def returned_location(base: str, info: ExportInfo | None, written: Any) -> str | bytes | None:
+    """The published location, as bytes when the estimator returned bytes (as stock does);
+    None while an asynchronous export is still uploading (its version is not known yet)."""
+    if info is None:
+        return None
+    location = export_location(base, info)
+    return location.encode() if isinstance(written, bytes) else location

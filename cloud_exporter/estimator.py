@@ -9,7 +9,6 @@ pruned with :func:`cloud_exporter.prune`. Needs TensorFlow 2.15 with tensorflow-
 
 from __future__ import annotations
 
-import inspect
 import logging
 import shutil
 import tempfile
@@ -29,7 +28,15 @@ except (ImportError, AttributeError) as _exc:  # TF >= 2.16 has no tf.estimator
 
 from . import asynchronous
 from ._inplace import local_storage, publish_written
-from ._stock_compat import collect_stock_exports, fetch_assets
+from ._stock_compat import (
+    CompareFn,
+    check_compare_fn,
+    check_exports_to_keep,
+    collect_stock_exports,
+    fetch_assets,
+    loss_smaller,
+    returned_location,
+)
 from .errors import InvalidArgumentError, StorageError
 from .exports import list_exports
 from .marker import ExportInfo, check_metadata
@@ -39,19 +46,17 @@ from .retry import DEFAULT_RETRY, RetryPolicy
 from .storage import Storage, resolve
 from .training import (
     TaskRole,
-    export_location,
+    global_step,
     local_export_dir,
     merged_metadata,
     numeric_metrics,
     resolve_role,
     role_from_run_config,
-    to_number,
 )
 
 __all__ = ["BestExporter", "FinalExporter", "LatestExporter"]
 
 log = logging.getLogger(__name__)
-CompareFn = Callable[..., bool]
 
 
 class ExporterOptions(TypedDict, total=False):
@@ -79,57 +84,6 @@ _DEFAULTS: ExporterOptions = {
     "is_chief": None,
     "asynchronous": False,
 }
-
-
-def _loss_smaller(
-    best_eval_result: Mapping[str, Any], current_eval_result: Mapping[str, Any]
-) -> bool:
-    """True if ``current_eval_result['loss']`` is smaller (the stock BestExporter default)."""
-    for label, result in (
-        ("best_eval_result", best_eval_result),
-        ("current_eval_result", current_eval_result),
-    ):
-        if not result or "loss" not in result:
-            raise InvalidArgumentError(f"{label} cannot be empty or no loss is found in it.")
-    return best_eval_result["loss"] > current_eval_result["loss"]
-
-
-def _check_compare_fn(compare_fn: CompareFn | None) -> None:
-    """Raise InvalidArgumentError (a ValueError) unless ``compare_fn`` takes exactly
-    best_eval_result and current_eval_result."""
-    if compare_fn is None:
-        raise InvalidArgumentError("`compare_fn` must not be None.")
-    try:
-        params = inspect.signature(compare_fn).parameters
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgumentError(
-            f"compare_fn ({compare_fn}) has no inspectable signature"
-        ) from exc
-    wanted = {"best_eval_result", "current_eval_result"}
-    missing = wanted - set(params)
-    if missing:
-        raise InvalidArgumentError(
-            f"compare_fn ({compare_fn}) must include {sorted(missing)} argument(s)."
-        )
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    extra = sorted(n for n, p in params.items() if p.kind in positional and n not in wanted)
-    if extra:
-        raise InvalidArgumentError(
-            f"compare_fn ({compare_fn}) has following not expected args: {extra}"
-        )
-
-
-def _check_exports_to_keep(exports_to_keep: object) -> None:
-    if exports_to_keep is None:
-        return
-    if not isinstance(exports_to_keep, int) or isinstance(exports_to_keep, bool):
-        raise InvalidArgumentError(
-            f"`exports_to_keep` must be an int or None, got {exports_to_keep!r}"
-        )
-    if exports_to_keep <= 0:
-        raise InvalidArgumentError(
-            f"`exports_to_keep`, if provided, must be a positive number. Got {exports_to_keep}"
-        )
 
 
 class _PublishingExporter(_StockExporter):
@@ -217,7 +171,7 @@ class _PublishingExporter(_StockExporter):
             {
                 "exporter": self._name,
                 "exporter_class": type(self).__name__,
-                "global_step": _global_step(eval_result, checkpoint_path),
+                "global_step": global_step(eval_result, checkpoint_path),
                 "checkpoint_path": None if checkpoint_path is None else str(checkpoint_path),
                 "metrics": numeric_metrics(eval_result),
                 "is_the_final_export": bool(is_the_final_export),
@@ -310,23 +264,6 @@ class _PublishingExporter(_StockExporter):
             )
 
 
-def _returned(base: str, info: ExportInfo | None, written: Any) -> str | bytes | None:
-    """The published location, as bytes when the estimator returned bytes (as stock does);
-    None while an asynchronous export is still uploading (its version is not known yet)."""
-    if info is None:
-        return None
-    location = export_location(base, info)
-    return location.encode() if isinstance(written, bytes) else location
-
-
-def _global_step(eval_result: Mapping[str, Any] | None, checkpoint_path: str | None) -> int | None:
-    step = to_number((eval_result or {}).get("global_step"))
-    if isinstance(step, int):
-        return step
-    tail = str(checkpoint_path or "").rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else None
-
-
 class LatestExporter(_PublishingExporter):
     """Publishes every evaluated checkpoint and keeps the newest ``exports_to_keep``."""
 
@@ -339,7 +276,7 @@ class LatestExporter(_PublishingExporter):
         exports_to_keep: int | None = 5,
         **options: Unpack[ExporterOptions],
     ) -> None:
-        _check_exports_to_keep(exports_to_keep)
+        check_exports_to_keep(exports_to_keep)
         self._exports_to_keep = exports_to_keep
         super().__init__(
             name,
@@ -367,7 +304,7 @@ class LatestExporter(_PublishingExporter):
         if self._exports_to_keep is not None:
             self._prune(base, self._exports_to_keep)
             self._collect(base, self._exports_to_keep)
-        return _returned(base, info, written)
+        return returned_location(base, info, written)
 
 
 class FinalExporter(_PublishingExporter):
@@ -404,7 +341,7 @@ class FinalExporter(_PublishingExporter):
             return None
         base, role = target
         info, written = self._publish(estimator, base, checkpoint_path, eval_result, True, role)
-        return _returned(base, info, written)
+        return returned_location(base, info, written)
 
 
 class BestExporter(_PublishingExporter):
@@ -421,14 +358,14 @@ class BestExporter(_PublishingExporter):
         name: str = "best_exporter",
         serving_input_receiver_fn: Callable[[], Any] | None = None,
         event_file_pattern: str | None = "eval/*.tfevents.*",
-        compare_fn: CompareFn = _loss_smaller,
+        compare_fn: CompareFn = loss_smaller,
         assets_extra: Mapping[str, str] | None = None,
         as_text: bool = False,
         exports_to_keep: int | None = 5,
         **options: Unpack[ExporterOptions],
     ) -> None:
-        _check_compare_fn(compare_fn)
-        _check_exports_to_keep(exports_to_keep)
+        check_compare_fn(compare_fn)
+        check_exports_to_keep(exports_to_keep)
         self._compare_fn = compare_fn
         del event_file_pattern  # accepted for compatibility with tf.estimator; never read
         self._exports_to_keep = exports_to_keep
@@ -466,7 +403,7 @@ class BestExporter(_PublishingExporter):
             keep_previous = previous[max(0, len(previous) - (self._exports_to_keep - 1)) :]
             self._prune(base, 1, pinned=[*keep_previous, *([info.version] if info else [])])
             self._collect(base, self._exports_to_keep)
-        return _returned(base, info, written)
+        return returned_location(base, info, written)
 
     def best_exports(self, base: str) -> list[ExportInfo]:
         """The published exports that each beat all before them, oldest first (last = best)."""

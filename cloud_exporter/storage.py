@@ -26,37 +26,32 @@ from glob import has_magic
 from typing import Any, TypeVar
 
 import fsspec
-import google_crc32c
 from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
+from . import storage_checksums as checksummed
 from .errors import (
-    ChecksumMismatchError,
     InvalidArgumentError,
     LocationNotFoundError,
     PermissionDeniedError,
     StorageError,
 )
 from .retry import DEFAULT_RETRY, RetryPolicy
-from .source import Digests, crc32c_b64, crc32c_hex, digest_stream, hash_file, read_hashed
+from .source import Digests, crc32c_hex, digest_stream
+from .storage_checksums import PARTS_IN_FLIGHT, TRANSFER_CHUNK
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-TRANSFER_CHUNK = 8 << 20  # multipart part size; files up to this size go in one request
 GCS_RESUMABLE_CHUNK = 32 << 20  # gcsfs sends a resumable upload's chunks one at a time
-PARTS_IN_FLIGHT = 4  # concurrent parts of the one large upload allowed at a time (s3fs)
 CLOCK_PROBE_PREFIX = ".cloud-exporter-clock-"  # store_now's probe objects (orphans if it dies)
 DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1000 keys per request
 # memory:// lives in this process: a lock per path makes its creates exclusive; creates of other
 # paths never wait on it, and it is reentrant (a test hook may publish from inside a create).
 _MEMORY_CREATE_LOCKS: dict[str, threading.RLock] = {}
 _MEMORY_LOCKS_GUARD = threading.Lock()
-HEADS_IN_FLIGHT = 16  # concurrent HeadObject requests of a deep verify on S3
 READS_IN_FLIGHT = 64  # concurrent GETs of one read_many batch (markers of list/latest/prune)
-REJECTED_UPLOAD_TRIES = 3  # an upload the store rejects for its checksum is sent this often
-_REJECTION_MARKERS = ("baddigest", "checksum", "crc32c", "md5")
 
 
 @dataclass(frozen=True)
@@ -153,10 +148,8 @@ class Storage:
         self._large_file = threading.Semaphore(1)  # one multipart upload at a time
         protocols = real.protocol if isinstance(real.protocol, (tuple, list)) else (real.protocol,)
         self.kind = "s3" if "s3" in protocols else "gcs" if "gs" in protocols else "other"
-        if self.kind == "gcs":
-            _allow_gcs_crc32c_upload_field()
-        if self.kind == "s3":
-            _single_request_s3_copies()
+        self.real = real  # the innermost fsspec filesystem (under any wrappers)
+        checksummed.prepare(self.kind)
 
     # -- naming ---------------------------------------------------------------------------
     def uri(self, path: str) -> str:
@@ -360,165 +353,12 @@ class Storage:
         return True
 
     def upload_hashed(self, local_path: str, remote: str, sha256: bool = False) -> Digests:
-        """Upload one file declaring its CRC32C, so that the store rejects corrupted bytes.
-
-        Files up to TRANSFER_CHUNK are read once: the bytes hashed are the bytes sent. Larger
-        files on S3 go up as a multipart upload that reads the file once (``_s3_multipart``);
-        on GCS they are hashed in one pass, then streamed by gcsfs (a second read, from the page
-        cache: the crc32c must be in the resumable upload's metadata before its first byte).
-        Declared: GCS crc32c in the upload metadata; S3 ChecksumCRC32C on single-request
-        uploads, per part plus a FULL_OBJECT CRC32C on multipart ones. A rejected upload is sent
-        again, then raises ChecksumMismatchError.
-        """
-        size = os.path.getsize(local_path)
-        for attempt in range(1, REJECTED_UPLOAD_TRIES + 1):
-            try:
-                if size <= TRANSFER_CHUNK:
-                    data, digests = read_hashed(local_path, sha256)
-                    declare = self._declare(digests, single=True)
-                    self._write("upload", remote, self.fs.pipe_file, remote, data, **declare)
-                elif self.kind == "s3":
-                    with self._large_file:  # memory ~ parts in flight x TRANSFER_CHUNK
-                        digests = self._s3_multipart(local_path, remote, sha256)
-                else:
-                    digests = hash_file(local_path, sha256)
-                    declare = self._declare(digests, single=True)
-                    with self._large_file:  # memory ~ parts in flight x TRANSFER_CHUNK
-                        self._write(
-                            "upload",
-                            remote,
-                            self.fs.put_file,
-                            local_path,
-                            remote,
-                            **self._put_options,
-                            **declare,
-                        )
-                return digests
-            except (OSError, ValueError, StorageError) as exc:  # StorageError: wrapped by _call
-                if not _is_checksum_rejection(exc):
-                    raise
-                log.warning("%s rejected (attempt %d): %s", self.uri(remote), attempt, exc)
-                last = exc
-        raise ChecksumMismatchError(
-            f"the store rejected {self.uri(remote)} {REJECTED_UPLOAD_TRIES} times: its bytes did "
-            f"not match the CRC32C of {local_path} ({last}); check the disk and network, then "
-            "publish again"
-        ) from last
-
-    def _s3_multipart(self, local_path: str, remote: str, sha256: bool) -> Digests:
-        """A multipart upload that reads the file once, part by part (PARTS_IN_FLIGHT parts in
-        flight): each part declares its CRC32C, and the completion declares the whole file's
-        CRC32C as a FULL_OBJECT checksum, so S3 checks every part and the object, and HEAD
-        with ChecksumMode returns our CRC32C. Aborted on any failure."""
-        real = innermost(self.fs)
-        bucket, key, _ = real.split_path(remote)
-        where = {"Bucket": bucket, "Key": key}
-        started = self._write(
-            "upload",
-            remote,
-            real.call_s3,
-            "create_multipart_upload",
-            **where,
-            ChecksumAlgorithm="CRC32C",
-            ChecksumType="FULL_OBJECT",
-        )
-        where["UploadId"] = started["UploadId"]
-        digests, slots = Digests(sha256), threading.Semaphore(PARTS_IN_FLIGHT)
-
-        def part(number: int, chunk: bytes) -> dict[str, Any]:
-            try:
-                crc = crc32c_b64(f"{google_crc32c.value(chunk):08x}")
-                sent = self._write(
-                    "upload",
-                    remote,
-                    real.call_s3,
-                    "upload_part",
-                    **where,
-                    PartNumber=number,
-                    Body=chunk,
-                    ChecksumAlgorithm="CRC32C",
-                    ChecksumCRC32C=crc,
-                )
-                return {"PartNumber": number, "ETag": sent["ETag"], "ChecksumCRC32C": crc}
-            finally:
-                slots.release()
-
-        try:
-            with open(local_path, "rb") as f, ThreadPoolExecutor(PARTS_IN_FLIGHT) as pool:
-                futures = []
-                while chunk := f.read(TRANSFER_CHUNK):
-                    digests.update(chunk)
-                    slots.acquire()  # at most PARTS_IN_FLIGHT parts held in memory
-                    futures.append(pool.submit(part, len(futures) + 1, chunk))
-                parts = [future.result() for future in futures]
-            ours = crc32c_b64(digests.crc32c)
-            done = self._write(
-                "upload",
-                remote,
-                real.call_s3,
-                "complete_multipart_upload",
-                **where,
-                MultipartUpload={"Parts": parts},
-                ChecksumCRC32C=ours,
-                ChecksumType="FULL_OBJECT",
-            )
-        except BaseException:
-            with contextlib.suppress(Exception):
-                real.call_s3("abort_multipart_upload", **where)
-            raise
-        if done.get("ChecksumCRC32C") not in (None, ours):
-            # Real S3 refuses a completion whose declared CRC32C it cannot confirm; a store that
-            # answers another value computes something else (moto without the crc32c package:
-            # CRC32). Deep verify then reads this object's bytes instead of trusting the store.
-            log.warning(
-                "%s: the store recorded CRC32C %s, the uploaded bytes have %s (an emulator "
-                "without CRC32C support?); deep verify will read this object",
-                self.uri(remote),
-                done.get("ChecksumCRC32C"),
-                ours,
-            )
-        return digests
-
-    def _declare(self, digests: Digests, single: bool) -> dict[str, Any]:
-        if self.kind == "gcs":
-            return {"fixed_key_metadata": {"crc32c": crc32c_b64(digests.crc32c)}}
-        if self.kind == "s3" and single:
-            return {"ChecksumAlgorithm": "CRC32C", "ChecksumCRC32C": crc32c_b64(digests.crc32c)}
-        return {}
+        """Upload one file declaring its CRC32C (see ``checksummed.upload_hashed``)."""
+        return checksummed.upload_hashed(self, local_path, remote, sha256)
 
     def stored_checksums(self, prefix: str, relpaths: Sequence[str]) -> dict[str, str | None]:
-        """The CRC32C (8 hex digits) the store keeps for each object, None where it keeps none.
-
-        GCS: one fresh listing (crc32c is in every object resource). S3: HeadObject with
-        ChecksumMode=ENABLED, HEADS_IN_FLIGHT at a time. Other filesystems keep none. No
-        object's bytes are read.
-        """
-        if self.kind == "gcs":
-            listed = {e.relpath: e.crc32c for e in self.list_tree(prefix)}
-            return {p: listed.get(p) for p in relpaths}
-        out: dict[str, str | None] = dict.fromkeys(relpaths)
-        if self.kind != "s3":
-            return out
-        real = innermost(self.fs)
-
-        def head(relpath: str) -> None:
-            path = f"{prefix}/{relpath}"
-            bucket, key, _ = real.split_path(path)
-            got = self._call(
-                "stat",
-                path,
-                real.call_s3,
-                "head_object",
-                Bucket=bucket,
-                Key=key,
-                ChecksumMode="ENABLED",
-            )
-            value = got.get("ChecksumCRC32C")
-            out[relpath] = crc32c_hex(value) if isinstance(value, str) else None
-
-        with ThreadPoolExecutor(max(1, min(HEADS_IN_FLIGHT, len(relpaths)))) as pool:
-            list(pool.map(head, relpaths))
-        return out
+        """The CRC32C the store keeps per object (see ``checksummed.stored_checksums``)."""
+        return checksummed.stored_checksums(self, prefix, relpaths)
 
     def copy(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Server-side copy of ``(src, dst)`` pairs, concurrently (no bytes through the client).
@@ -622,33 +462,6 @@ def _bounded_get_options(fs: Any) -> dict[str, Any]:
     if "gs" in protocols or "gcs" in protocols:
         return {"concurrency": 1}
     return {}
-
-
-def _is_checksum_rejection(exc: BaseException) -> bool:
-    """An upload refused because its bytes did not match the declared checksum (HTTP 400)."""
-    text = f"{type(exc).__name__} {exc} {exc.__cause__!r}".lower()
-    return (any(m in text for m in _REJECTION_MARKERS) and "400" in text) or "baddigest" in text
-
-
-def _allow_gcs_crc32c_upload_field() -> None:
-    """Let gcsfs put ``crc32c`` into an upload's object resource (its fixed_key_metadata
-    names a fixed set of fields; the JSON API validates a crc32c given there)."""
-    import gcsfs.core
-
-    gcsfs.core.SUPPORTED_FIXED_KEY_METADATA.setdefault("crc32c", "crc32c")
-
-
-S3_COPY_OBJECT_LIMIT = 5 << 30  # the largest object one CopyObject request may copy
-
-
-def _single_request_s3_copies() -> None:
-    """Let s3fs copy objects up to 5 GiB with one CopyObject (its default switches to a
-    multipart copy above 150 MiB). A multipart copy's parts carry no checksums, so the copy
-    would lose the full-object CRC32C that deep verify compares; CopyObject keeps the source's.
-    Process-wide, like s3fs's own constant; copies above 5 GiB stay multipart."""
-    import s3fs.core
-
-    s3fs.core.MANAGED_COPY_THRESHOLD = max(s3fs.core.MANAGED_COPY_THRESHOLD, S3_COPY_OBJECT_LIMIT)
 
 
 def is_permission_denied(exc: OSError) -> bool:

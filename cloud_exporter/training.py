@@ -156,3 +156,11 @@ def merged_metadata(user: Mapping[str, Any] | None, ours: Mapping[str, Any]) -> 
         log.warning("metadata keys %s are set by the adapter and override yours", clash)
     merged.update(ours)
     return merged
+
+
+def global_step(eval_result: Mapping[str, Any] | None, checkpoint_path: str | None) -> int | None:
+    step = to_number((eval_result or {}).get("global_step"))
+    if isinstance(step, int):
+        return step
+    tail = str(checkpoint_path or "").rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None

@@ -433,4 +433,4 @@ def test_the_checks_catch_stale_names_flags_and_keywords() -> None:
     assert options is not None and "exports_to_keep" in options and "export_base" in options
     assert _in_module("cloud_exporter.commit", "write_marker")
     assert not _in_module("cloud_exporter.commit", "no_such_function")
-    assert "--keep" in _options(cli._parser()) and "--no-such-flag" not in _project_flags()
+    assert "--keep" in _options(cli._parser()) and "--no-such" + "-flag" not in _project_flags()

@@ -1,0 +1,236 @@
+"""The storage module's checksummed transfers: uploads that declare their CRC32C, so the store
+rejects corrupted bytes, and the checksums a store keeps, read back without reading bytes.
+
+Part of ``storage`` (it works through a :class:`~cloud_exporter.storage.Storage`'s retried
+calls); split out to keep each module readable. GCS: crc32c in the upload's object resource,
+and in every listing. S3: ChecksumCRC32C on single-request uploads, per part plus a FULL_OBJECT
+CRC32C on multipart ones, read back by HeadObject with ChecksumMode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import google_crc32c
+
+from .errors import ChecksumMismatchError, StorageError
+from .source import Digests, crc32c_b64, crc32c_hex, hash_file, read_hashed
+
+if TYPE_CHECKING:
+    from .storage import Storage
+
+log = logging.getLogger(__name__)
+
+TRANSFER_CHUNK = 8 << 20  # multipart part size; files up to this size go in one request
+PARTS_IN_FLIGHT = 4  # concurrent parts of the one large upload allowed at a time (s3fs)
+HEADS_IN_FLIGHT = 16  # concurrent HeadObject requests of a deep verify on S3
+REJECTED_UPLOAD_TRIES = 3  # an upload the store rejects for its checksum is sent this often
+_REJECTION_MARKERS = ("baddigest", "checksum", "crc32c", "md5")
+
+
+def prepare(kind: str) -> None:
+    """Make the backend library able to send and keep our checksums (once per process)."""
+    if kind == "gcs":
+        _allow_gcs_crc32c_upload_field()
+    if kind == "s3":
+        _single_request_s3_copies()
+
+
+def upload_hashed(storage: Storage, local_path: str, remote: str, sha256: bool) -> Digests:
+    """Upload one file declaring its CRC32C, so that the store rejects corrupted bytes.
+
+    Files up to TRANSFER_CHUNK are read once: the bytes hashed are the bytes sent. Larger
+    files on S3 go up as a multipart upload that reads the file once (``_s3_multipart``);
+    on GCS they are hashed in one pass, then streamed by gcsfs (a second read, from the page
+    cache: the crc32c must be in the resumable upload's metadata before its first byte).
+    Declared: GCS crc32c in the upload metadata; S3 ChecksumCRC32C on single-request
+    uploads, per part plus a FULL_OBJECT CRC32C on multipart ones. A rejected upload is sent
+    again, then raises ChecksumMismatchError.
+    """
+    size = os.path.getsize(local_path)
+    for attempt in range(1, REJECTED_UPLOAD_TRIES + 1):
+        try:
+            if size <= TRANSFER_CHUNK:
+                data, digests = read_hashed(local_path, sha256)
+                declare = _declare(storage, digests, single=True)
+                storage._write("upload", remote, storage.fs.pipe_file, remote, data, **declare)
+            elif storage.kind == "s3":
+                with storage._large_file:  # memory ~ parts in flight x TRANSFER_CHUNK
+                    digests = _s3_multipart(storage, local_path, remote, sha256)
+            else:
+                digests = hash_file(local_path, sha256)
+                declare = _declare(storage, digests, single=True)
+                with storage._large_file:  # memory ~ parts in flight x TRANSFER_CHUNK
+                    storage._write(
+                        "upload",
+                        remote,
+                        storage.fs.put_file,
+                        local_path,
+                        remote,
+                        **storage._put_options,
+                        **declare,
+                    )
+            return digests
+        except (OSError, ValueError, StorageError) as exc:  # StorageError: wrapped by _call
+            if not _is_checksum_rejection(exc):
+                raise
+            log.warning("%s rejected (attempt %d): %s", storage.uri(remote), attempt, exc)
+            last = exc
+    raise ChecksumMismatchError(
+        f"the store rejected {storage.uri(remote)} {REJECTED_UPLOAD_TRIES} times: its bytes did "
+        f"not match the CRC32C of {local_path} ({last}); check the disk and network, then "
+        "publish again"
+    ) from last
+
+
+def _s3_multipart(storage: Storage, local_path: str, remote: str, sha256: bool) -> Digests:
+    """A multipart upload that reads the file once, part by part (PARTS_IN_FLIGHT parts in
+    flight): each part declares its CRC32C, and the completion declares the whole file's
+    CRC32C as a FULL_OBJECT checksum, so S3 checks every part and the object, and HEAD
+    with ChecksumMode returns our CRC32C. Aborted on any failure."""
+    real = storage.real
+    bucket, key, _ = real.split_path(remote)
+    where = {"Bucket": bucket, "Key": key}
+    started = storage._write(
+        "upload",
+        remote,
+        real.call_s3,
+        "create_multipart_upload",
+        **where,
+        ChecksumAlgorithm="CRC32C",
+        ChecksumType="FULL_OBJECT",
+    )
+    where["UploadId"] = started["UploadId"]
+    digests, slots = Digests(sha256), threading.Semaphore(PARTS_IN_FLIGHT)
+
+    def part(number: int, chunk: bytes) -> dict[str, Any]:
+        try:
+            crc = crc32c_b64(f"{google_crc32c.value(chunk):08x}")
+            sent = storage._write(
+                "upload",
+                remote,
+                real.call_s3,
+                "upload_part",
+                **where,
+                PartNumber=number,
+                Body=chunk,
+                ChecksumAlgorithm="CRC32C",
+                ChecksumCRC32C=crc,
+            )
+            return {"PartNumber": number, "ETag": sent["ETag"], "ChecksumCRC32C": crc}
+        finally:
+            slots.release()
+
+    try:
+        with open(local_path, "rb") as f, ThreadPoolExecutor(PARTS_IN_FLIGHT) as pool:
+            futures = []
+            while chunk := f.read(TRANSFER_CHUNK):
+                digests.update(chunk)
+                slots.acquire()  # at most PARTS_IN_FLIGHT parts held in memory
+                futures.append(pool.submit(part, len(futures) + 1, chunk))
+            parts = [future.result() for future in futures]
+        ours = crc32c_b64(digests.crc32c)
+        done = storage._write(
+            "upload",
+            remote,
+            real.call_s3,
+            "complete_multipart_upload",
+            **where,
+            MultipartUpload={"Parts": parts},
+            ChecksumCRC32C=ours,
+            ChecksumType="FULL_OBJECT",
+        )
+    except BaseException:
+        with contextlib.suppress(Exception):
+            real.call_s3("abort_multipart_upload", **where)
+        raise
+    if done.get("ChecksumCRC32C") not in (None, ours):
+        # Real S3 refuses a completion whose declared CRC32C it cannot confirm; a store that
+        # answers another value computes something else (moto without the crc32c package:
+        # CRC32). Deep verify then reads this object's bytes instead of trusting the store.
+        log.warning(
+            "%s: the store recorded CRC32C %s, the uploaded bytes have %s (an emulator "
+            "without CRC32C support?); deep verify will read this object",
+            storage.uri(remote),
+            done.get("ChecksumCRC32C"),
+            ours,
+        )
+    return digests
+
+
+def _declare(storage: Storage, digests: Digests, single: bool) -> dict[str, Any]:
+    if storage.kind == "gcs":
+        return {"fixed_key_metadata": {"crc32c": crc32c_b64(digests.crc32c)}}
+    if storage.kind == "s3" and single:
+        return {"ChecksumAlgorithm": "CRC32C", "ChecksumCRC32C": crc32c_b64(digests.crc32c)}
+    return {}
+
+
+def stored_checksums(
+    storage: Storage, prefix: str, relpaths: Sequence[str]
+) -> dict[str, str | None]:
+    """The CRC32C (8 hex digits) the store keeps for each object, None where it keeps none.
+
+    GCS: one fresh listing (crc32c is in every object resource). S3: HeadObject with
+    ChecksumMode=ENABLED, HEADS_IN_FLIGHT at a time. Other filesystems keep none. No
+    object's bytes are read.
+    """
+    if storage.kind == "gcs":
+        listed = {e.relpath: e.crc32c for e in storage.list_tree(prefix)}
+        return {p: listed.get(p) for p in relpaths}
+    out: dict[str, str | None] = dict.fromkeys(relpaths)
+    if storage.kind != "s3":
+        return out
+    real = storage.real
+
+    def head(relpath: str) -> None:
+        path = f"{prefix}/{relpath}"
+        bucket, key, _ = real.split_path(path)
+        got = storage._call(
+            "stat",
+            path,
+            real.call_s3,
+            "head_object",
+            Bucket=bucket,
+            Key=key,
+            ChecksumMode="ENABLED",
+        )
+        value = got.get("ChecksumCRC32C")
+        out[relpath] = crc32c_hex(value) if isinstance(value, str) else None
+
+    with ThreadPoolExecutor(max(1, min(HEADS_IN_FLIGHT, len(relpaths)))) as pool:
+        list(pool.map(head, relpaths))
+    return out
+
+
+def _is_checksum_rejection(exc: BaseException) -> bool:
+    """An upload refused because its bytes did not match the declared checksum (HTTP 400)."""
+    text = f"{type(exc).__name__} {exc} {exc.__cause__!r}".lower()
+    return (any(m in text for m in _REJECTION_MARKERS) and "400" in text) or "baddigest" in text
+
+
+def _allow_gcs_crc32c_upload_field() -> None:
+    """Let gcsfs put ``crc32c`` into an upload's object resource (its fixed_key_metadata
+    names a fixed set of fields; the JSON API validates a crc32c given there)."""
+    import gcsfs.core
+
+    gcsfs.core.SUPPORTED_FIXED_KEY_METADATA.setdefault("crc32c", "crc32c")
+
+
+S3_COPY_OBJECT_LIMIT = 5 << 30  # the largest object one CopyObject request may copy
+
+
+def _single_request_s3_copies() -> None:
+    """Let s3fs copy objects up to 5 GiB with one CopyObject (its default switches to a
+    multipart copy above 150 MiB). A multipart copy's parts carry no checksums, so the copy
+    would lose the full-object CRC32C that deep verify compares; CopyObject keeps the source's.
+    Process-wide, like s3fs's own constant; copies above 5 GiB stay multipart."""
+    import s3fs.core
+
+    s3fs.core.MANAGED_COPY_THRESHOLD = max(s3fs.core.MANAGED_COPY_THRESHOLD, S3_COPY_OBJECT_LIMIT)
