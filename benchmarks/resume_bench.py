@@ -108,8 +108,13 @@ def run_one(backend: str, source: str, total: int, at: float, workdir: str) -> d
         log(f"{backend}: resumed publish {resumed:.1f} s")
         uploaded = uploaded_bytes(counting.calls, source)
         store.clear("resumed")
-    return {"backend": backend, "full": full, "resumed": resumed, "uploaded": uploaded,
-            "killed_at": killed_at}  # fmt: skip
+    return {
+        "backend": backend,
+        "full": full,
+        "resumed": resumed,
+        "uploaded": uploaded,
+        "killed_at": killed_at,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

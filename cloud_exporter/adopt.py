@@ -23,7 +23,7 @@ from .errors import CorruptExportError, InvalidArgumentError
 from .exports import list_base, read_export
 from .layout import join, marker_path, version_dir
 from .marker import ExportInfo, FileRecord, encode_marker, parse_marker
-from .retention import _read_journals, _staged_versions
+from .retention import busy_versions
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .source import Digests
 from .storage import Entry, Storage, resolve
@@ -90,9 +90,7 @@ def adopt(
     storage = Storage(fs, retry)
     report = AdoptReport(storage.uri(root), dry_run)
     listing = list_base(storage, root)
-    busy = _staged_versions(listing)
-    for versions in _read_journals(storage, root, listing).values():
-        busy |= versions
+    busy = busy_versions(storage, root, listing)
     for version, files in sorted(unmarked_versions(listing).items()):
         reason = _refusal(version, files, busy)
         if reason is not None:

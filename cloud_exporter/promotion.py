@@ -90,9 +90,13 @@ def promote(
     VersionConflictError). Returns the promoted export as read back from its new place.
     """
     source = select_export(
-        base, version=version, best=best, filesystem=filesystem,
-        storage_options=storage_options, retry=retry,
-    )  # fmt: skip
+        base,
+        version=version,
+        best=best,
+        filesystem=filesystem,
+        storage_options=storage_options,
+        retry=retry,
+    )
     fs, src_root = resolve(base, filesystem, storage_options)
     storage = Storage(fs, retry)
     dst_root = storage.path_in_store(serving_uri, plain_is_ours=filesystem is not None)
@@ -226,9 +230,14 @@ def _promote_flat(
             raise VersionConflictError(f"another promotion into {storage.uri(dst)} took over")
 
     commit_marker(
-        storage, dst, info.files, marker, ignore=(MARKER_NAME, PENDING_NAME),
-        before_create=still_ours, fix=PROMOTE_AGAIN,
-    )  # fmt: skip
+        storage,
+        dst,
+        info.files,
+        marker,
+        ignore=(MARKER_NAME, PENDING_NAME),
+        before_create=still_ours,
+        fix=PROMOTE_AGAIN,
+    )
     storage.delete_one(join(dst, PENDING_NAME))
     storage.remove_empty_dirs(dst)
     log.info("promoted %s to %s (flat)", info.uri, storage.uri(dst))

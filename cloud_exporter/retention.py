@@ -205,6 +205,15 @@ def _still_there(
     ]
 
 
+def busy_versions(storage: Storage, base: str, listing: BaseListing) -> set[int]:
+    """Versions a publish or prune of ours has in flight (or left by a crash): named by a claim,
+    a staging upload or a prune journal. Nothing else may commit or delete them."""
+    busy = _staged_versions(listing)
+    for versions in _read_journals(storage, base, listing).values():
+        busy |= versions
+    return busy
+
+
 def _staged_versions(listing: BaseListing) -> set[int]:
     """Versions that a claim or staging upload in the listing names (publishes in flight)."""
     found = {_staged_version(entry.relpath) for entry in listing.others}

@@ -13,6 +13,7 @@ instead, which take them as they are.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import shutil
@@ -379,13 +380,14 @@ class Storage:
         self.run_parallel(one, pairs)
 
     def run_parallel(self, fn: Callable[[T], Any], items: Sequence[T]) -> None:
-        """Apply ``fn`` to each item on <= ``concurrency`` threads; re-raise the first error."""
+        """Apply ``fn`` to each item on <= ``concurrency`` threads; re-raise the first error.
+        Each item runs in a copy of the caller's context (its context variables are seen)."""
         if len(items) <= 1 or self.concurrency == 1:
             for item in items:
                 fn(item)
             return
         with ThreadPoolExecutor(min(self.concurrency, len(items))) as pool:
-            futures = [pool.submit(fn, item) for item in items]
+            futures = [pool.submit(contextvars.copy_context().run, fn, item) for item in items]
             errors = [f.exception() for f in futures]
         first = next((e for e in errors if e is not None), None)
         if first is not None:

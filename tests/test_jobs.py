@@ -117,10 +117,19 @@ def _publish_two(backend: Backend, tmp_path: Path) -> tuple[int, int]:
     opts = backend.storage_options
     note = tmp_path / "note.txt"
     note.write_text("only in the first export")
-    a = publish(fake_saved_model(tmp_path / "a", 1), backend.base, metadata={"loss": 2.0},
-                assets_extra={"note.txt": str(note)}, storage_options=opts)  # fmt: skip
-    b = publish(fake_saved_model(tmp_path / "b", 2), backend.base, metadata={"loss": 3.0},
-                storage_options=opts)  # fmt: skip
+    a = publish(
+        fake_saved_model(tmp_path / "a", 1),
+        backend.base,
+        metadata={"loss": 2.0},
+        assets_extra={"note.txt": str(note)},
+        storage_options=opts,
+    )
+    b = publish(
+        fake_saved_model(tmp_path / "b", 2),
+        backend.base,
+        metadata={"loss": 3.0},
+        storage_options=opts,
+    )
     return a.version, b.version
 
 

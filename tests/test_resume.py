@@ -67,9 +67,12 @@ def test_crash_at_every_mutating_call_then_resume(
             continue
         info = ce.publish(source, base, filesystem=resumer, concurrency=1)
         now = check_state(
-            checker, server_backend.strip(base), before, trees=[manifest_of(source)],
+            checker,
+            server_backend.strip(base),
+            before,
+            trees=[manifest_of(source)],
             context=f"crash at {k}",
-        )  # fmt: skip
+        )
         assert list(now) == [info.version], f"crash at {k}: exactly one committed export"
         ce.verify_export(base, info.version, deep=True, filesystem=server_backend.new_fs())
         # Every file the dead publisher proved is copied, not uploaded again.
@@ -164,8 +167,12 @@ def test_a_transient_failure_keeps_its_uploads_for_the_resume(
     # pipe_file 1 is the claim, 2 the first upload.
     denied = FailOn(method="pipe_file", nth=2, error=lambda: PermissionError(13, "no"), times=None)
     with pytest.raises(ce.PermissionDeniedError):
-        ce.publish(source, server_backend.join("denied"), filesystem=FaultyFileSystem(
-            server_backend.new_fs(), fail_on=[denied]), concurrency=1)  # fmt: skip
+        ce.publish(
+            source,
+            server_backend.join("denied"),
+            filesystem=FaultyFileSystem(server_backend.new_fs(), fail_on=[denied]),
+            concurrency=1,
+        )
     leftovers = server_backend.new_fs()
     with contextlib.suppress(FileNotFoundError):
         assert leftovers.find(server_backend.strip(server_backend.join("denied"))) == []
