@@ -15,7 +15,6 @@ Importing this module does not import TensorFlow.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -27,7 +26,7 @@ from .promotion import PENDING_NAME, promote, read_promoted, select_export
 from .retention import prune
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .storage import Storage, resolve
-from .training import role_from_tf_config
+from .training import env_json_object, role_from_tf_config
 
 __all__ = [
     "ExportBaseNotFoundError",
@@ -93,13 +92,7 @@ def sagemaker_hyperparameters(environ: Mapping[str, str] | None = None) -> dict[
     raw = env.get(SAGEMAKER_HPS, "").strip()
     if not raw:
         return {}
-    try:
-        value = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidArgumentError(f"{SAGEMAKER_HPS} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidArgumentError(f"{SAGEMAKER_HPS} must be a JSON object, got {value!r}")
-    return value
+    return env_json_object(SAGEMAKER_HPS, raw)
 
 
 def finalize_model_dir(

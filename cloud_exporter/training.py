@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -20,6 +19,7 @@ from typing import Any
 
 from .errors import InvalidArgumentError
 from .marker import ExportInfo
+from .untrusted import load_json
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,21 @@ class TaskRole:
         return "single process" if self.task_type is None else f"{self.task_type}:{self.task_id}"
 
 
+MAX_ENV_JSON_BYTES = 1 << 20
+
+
+def env_json_object(name: str, raw: str) -> dict[str, Any]:
+    """The JSON object in environment variable ``name`` (TF_CONFIG, SM_HPS): size and depth
+    bounded like JSON read from storage; InvalidArgumentError naming the variable otherwise."""
+    try:
+        value = load_json(raw.encode("utf-8", "surrogatepass"), MAX_ENV_JSON_BYTES)
+    except (ValueError, UnicodeError) as exc:
+        raise InvalidArgumentError(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidArgumentError(f"{name} must be a JSON object, got {value!r:.200}")
+    return value
+
+
 def role_from_tf_config(tf_config: str | Mapping[str, Any] | None = None) -> TaskRole:
     """The role that ``TF_CONFIG`` (a JSON string or dict; default: the environment) gives us."""
     if tf_config is None:
@@ -66,10 +81,7 @@ def role_from_tf_config(tf_config: str | Mapping[str, Any] | None = None) -> Tas
     if isinstance(tf_config, str):
         if not tf_config.strip():
             return TaskRole()
-        try:
-            tf_config = json.loads(tf_config)
-        except ValueError as exc:
-            raise InvalidArgumentError(f"{TF_CONFIG_VAR} is not valid JSON: {exc}") from None
+        tf_config = env_json_object(TF_CONFIG_VAR, tf_config)
     if not isinstance(tf_config, Mapping):
         raise InvalidArgumentError(f"{TF_CONFIG_VAR} must be a JSON object, got {tf_config!r}")
     cluster = tf_config.get("cluster") or {}

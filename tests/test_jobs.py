@@ -72,6 +72,20 @@ def test_sagemaker_hyperparameters() -> None:
         sagemaker_hyperparameters({"SM_HPS": "{"})
 
 
+@pytest.mark.parametrize(
+    "raw",
+    ["[" * 100_000 + "]" * 100_000, '{"a": ' * 70 + "1" + "}" * 70, '{"x": NaN}', '{"a": 1'],
+    ids=["deeper-than-the-parser", "deeper-than-64", "nan", "truncated"],
+)
+def test_hostile_environment_json_is_a_typed_error(monkeypatch, raw: str) -> None:
+    """TF_CONFIG and SM_HPS are bounded like JSON read from storage: never a RecursionError."""
+    with pytest.raises(InvalidArgumentError, match="SM_HPS"):
+        sagemaker_hyperparameters({"SM_HPS": raw})
+    monkeypatch.setenv("TF_CONFIG", raw)
+    with pytest.raises(InvalidArgumentError, match="TF_CONFIG"):
+        is_publisher()
+
+
 # ---------------------------------------------------------------------------------------------
 # Who publishes
 # ---------------------------------------------------------------------------------------------
