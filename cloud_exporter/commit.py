@@ -64,6 +64,7 @@ class Plan:
     staged: list[str] = field(default_factory=list)  # paths written under the staging prefix
     placed: list[str] = field(default_factory=list)  # paths written into the version directory
     resume: Any = None  # a resume.Session (staged mode): reuses proven uploads, records new ones
+    _marker: bytes | None = field(default=None, repr=False)
 
     @property
     def target(self) -> str:
@@ -77,14 +78,18 @@ class Plan:
         return [self.records[f.relpath] for f in self.files]
 
     def marker_bytes(self) -> bytes:
-        return encode_marker(
-            self.version,
-            self.created,
-            self.manifest(),
-            self.metadata,
-            self.writer_id,
-            self.library_version,
-        )
+        """The marker, encoded once: first asked for at the commit, when every file is placed
+        and its record final (before that, ``manifest`` raises KeyError)."""
+        if self._marker is None:
+            self._marker = encode_marker(
+                self.version,
+                self.created,
+                self.manifest(),
+                self.metadata,
+                self.writer_id,
+                self.library_version,
+            )
+        return self._marker
 
 
 class CommitStrategy(Protocol):
