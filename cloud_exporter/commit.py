@@ -110,6 +110,10 @@ def split_last(items: Sequence[T], path: Callable[[T], str]) -> tuple[list[T], l
     return [item for item in items if not is_saved_model_file(path(item))], last
 
 
+LOCAL_BATCH_BELOW = 1 << 20  # local files smaller than this are copied in batches ...
+LOCAL_BATCH_FILES = 32  # ... of this many files per task
+
+
 def transfer_hashed(
     plan: Plan, files: list[SourceFile], transfer: Callable[[SourceFile], Digests]
 ) -> None:
@@ -124,7 +128,15 @@ def transfer_hashed(
         if plan.on_file is not None:
             plan.on_file(f.size)
 
-    plan.storage.run_parallel(one, sorted(files, key=lambda f: -f.size))
+    ordered = sorted(files, key=lambda f: -f.size)
+    if not plan.storage.is_local:
+        plan.storage.run_parallel(one, ordered)
+        return
+    # Local disk: a task per small file costs more than its copy; small files go in batches.
+    large = [[f] for f in ordered if f.size >= LOCAL_BATCH_BELOW]
+    small = [f for f in ordered if f.size < LOCAL_BATCH_BELOW]
+    batches = [small[i : i + LOCAL_BATCH_FILES] for i in range(0, len(small), LOCAL_BATCH_FILES)]
+    plan.storage.run_parallel(lambda group: [one(f) for f in group], large + batches)
 
 
 def upload_hashed(plan: Plan, prefix: str, files: list[SourceFile], record: list[str]) -> None:
@@ -319,8 +331,8 @@ class LocalRename(_Strategy):
 
     def commit(self, plan: Plan) -> None:
         build = plan.staging
-        for f in plan.files:
-            os.makedirs(os.path.dirname(os.path.join(build, f.relpath)), exist_ok=True)
+        for parent in sorted({os.path.dirname(os.path.join(build, f.relpath)) for f in plan.files}):
+            os.makedirs(parent, exist_ok=True)
         sha256 = plan.checksum == "sha256"
         transfer_hashed(
             plan, plan.files, lambda f: copy_file(f, os.path.join(build, f.relpath), sha256)

@@ -3,11 +3,13 @@ itself), optionally prune."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ._version import __version__
@@ -115,7 +117,13 @@ def _claim_and_look(
         found["session"] = Session(storage, base, files)
 
     try:
-        storage.run_parallel(lambda step: step(), [claim, look] if resume else [claim])
+        if resume:  # the look on a worker; the claim on this thread, as without resume
+            with ThreadPoolExecutor(1) as pool:
+                looking = pool.submit(contextvars.copy_context().run, look)
+                claim()  # on failure, leaving the block waits for the look; its error is moot
+                looking.result()
+        else:
+            claim()
     except BaseException:
         if "version" in found:  # ours, and nothing is written under it yet
             try:
