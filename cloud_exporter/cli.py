@@ -29,7 +29,6 @@ from .cli_format import (
     nested,
     publish_result,
     terminal_width,
-    wants_progress,
 )
 from .errors import (
     CloudExporterError,
@@ -43,7 +42,6 @@ from .errors import (
 )
 from .exports import latest_export, list_exports
 from .publishing import publish
-from .source import scan_source
 
 __all__ = ["main", "storage_options"]
 
@@ -283,10 +281,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
             raise InvalidArgumentError(f"--assets-extra {item!r} must look like DEST=SRC")
         extras[dest] = src
     metadata = nested(args.metadata, "--metadata")
-    # The total only for a display (publish scans the source itself).
-    shown = wants_progress(args.json)
-    total = sum(f.size for f in scan_source(args.source, extras or None)) if shown else None
-    with progress(args, "upload", total) as bar, resume.collect() as sessions:
+    with progress(args, "upload", None) as bar, resume.collect() as sessions:
         info = publish(
             args.source,
             args.base,
@@ -298,6 +293,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
             storage_options=storage_options(args.storage_option),
             progress=bar.update if bar else None,
             resume=args.resume,
+            on_total=bar.set_total if bar else None,
         )
     emit(args, *publish_result(info, sessions))
     return 0

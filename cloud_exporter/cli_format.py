@@ -188,6 +188,12 @@ class Progress:
             self.done += n
         self._draw()
 
+    def set_total(self, total: int) -> None:
+        """The total, once known (until then the line only shows that work goes on)."""
+        with self._lock:
+            self.total = total
+        self._draw()
+
     def _tick(self) -> None:
         while not self._stop.wait(0.2):
             self._draw()

@@ -46,12 +46,14 @@ def publish(
     progress: Callable[[int], None] | None = None,
     resume: bool = True,
     checksum: str = "crc32c",
+    on_total: Callable[[int], None] | None = None,
 ) -> ExportInfo:
     """Publish the SavedModel in ``source_dir`` as a new version under ``base``, atomically.
 
     The export becomes visible only when its marker is written; a failure at any step leaves no
     visible export. ``keep`` prunes to the newest N afterwards (see ``prune``). ``progress`` is
-    called with the byte count of each file once it is transferred. ``checksum``: "crc32c"
+    called with the byte count of each file once it is transferred; ``on_total`` once with the
+    bytes to transfer, after the source is checked and before any upload. ``checksum``: "crc32c"
     (default) records each file's CRC32C, which the stores check on upload and keep;
     "sha256" records SHA-256 as well. ``resume`` (staged mode) reuses staged objects an
     interrupted publish proved identical (see docs/async.md).
@@ -67,6 +69,8 @@ def publish(
         check_keep(keep)
     files = scan_source(source_dir, assets_extra)
     meta = check_metadata(metadata)
+    if on_total is not None:
+        on_total(sum(f.size for f in files))
     fs, root = resolve(base, filesystem, storage_options)
     storage = Storage(fs, retry, concurrency)
     writer_id = f"w{os.getpid()}-{uuid.uuid4().hex[:12]}"

@@ -184,3 +184,22 @@ def test_a_delayed_display_appears_only_for_long_work_and_is_erased():
         time.sleep(0.7)
     assert "prune: working" in slow.getvalue()
     assert slow.getvalue().endswith(CLEAR)
+
+
+def test_publish_with_a_display_walks_the_source_once(tmp_path, source, monkeypatch, capsys):
+    """The bar's total comes from publish's own scan (on_total), not from a second walk."""
+    from cloud_exporter import cli_common, publishing
+
+    walks = []
+    real_scan = publishing.scan_source
+    monkeypatch.setattr(publishing, "scan_source", lambda *a: walks.append(a) or real_scan(*a))
+    monkeypatch.setattr(cli_common, "wants_progress", lambda as_json: True)
+    totals = []
+    real_set_total = Progress.set_total
+    monkeypatch.setattr(
+        Progress, "set_total", lambda bar, n: totals.append(n) or real_set_total(bar, n)
+    )
+    assert cli.main(["publish", str(source), str(tmp_path / "exports")]) == 0
+    assert len(walks) == 1
+    assert totals == [total_bytes(source)]
+    assert "published" in capsys.readouterr().out
