@@ -23,7 +23,7 @@ from typing import Any
 
 from ._unmarked import complete_stock_exports, delete_unmarked
 from .errors import InvalidArgumentError, StorageError
-from .exports import list_base
+from .exports import BaseListing, list_base
 from .marker import ExportInfo
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .storage import Storage, resolve
@@ -76,16 +76,25 @@ def _copy_url(src: str, target: str, dest: str, retry: RetryPolicy) -> None:
 
 
 def collect_stock_exports(
-    storage: Storage, base: str, keep: int, ours: Iterable[int], name: str
+    storage: Storage,
+    base: str,
+    keep: int,
+    ours: Iterable[int],
+    name: str,
+    listing: BaseListing | None = None,
 ) -> list[int]:
     """Delete complete stock exports beyond the newest ``keep`` of stock + ``ours``.
 
     Never touches ``temp-*`` dirs, staging, incomplete directories or marked exports. Returns
-    the versions deleted; a storage failure is logged (the next export retries).
+    the versions deleted; a storage failure is logged (the next export retries). ``listing``:
+    one taken since the last commit (the prune's), instead of listing the base again.
     """
     try:
-        listing = list_base(storage, base)
-        stock = complete_stock_exports(listing)
+        listing = listing or list_base(storage, base)
+        from .retention import staged_versions
+
+        in_flight = staged_versions(listing)  # a direct publish's dir looks complete pre-marker
+        stock = [v for v in complete_stock_exports(listing) if v not in in_flight]
         ranked = sorted({*stock, *ours}, reverse=True)
         doomed = [v for v in stock if v not in ranked[:keep]]
         deleted = [v for v in doomed if delete_unmarked(storage, base, v, listing.versions[v])]

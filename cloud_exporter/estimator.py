@@ -40,8 +40,9 @@ from ._stock_compat import (
 from .errors import InvalidArgumentError, StorageError
 from .exports import list_exports
 from .marker import ExportInfo, check_metadata
+from .policies import build_policies
 from .publishing import MODES, publish
-from .retention import prune
+from .retention import prune_in
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .storage import Storage, resolve
 from .training import (
@@ -239,22 +240,19 @@ class _PublishingExporter(_StockExporter):
     def _options(self) -> dict[str, Any]:
         return {k: v for k, v in self._storage.items() if k != "mode"}
 
-    def _collect(self, base: str, keep: int) -> None:
-        """Stock GC: drop the oldest complete stock exports beyond ``keep`` (ours counted)."""
+    def _retain(
+        self, base: str, keep: int, exports_to_keep: int, pinned: Sequence[int] = (), **kw: Any
+    ) -> None:
+        """After a commit: prune ours to ``keep`` (plus ``pinned``), then drop the oldest
+        complete stock exports beyond ``exports_to_keep``, both from the prune's one listing.
+        ``committed`` (in ``kw``): the export just published. Storage failures are logged; the
+        next export retries."""
         options = self._options()
         try:
             fs, root = resolve(base, options["filesystem"], options["storage_options"])
-            ours = [e.version for e in list_exports(base, **options)]
-        except StorageError as exc:
-            log.error("%s: cannot list %s for stock exports (%s)", self._name, base, exc)
-            return
-        collect_stock_exports(Storage(fs, options["retry"]), root, keep, ours, self._name)
-
-    def _prune(self, base: str, keep: int, pinned: Sequence[int] = ()) -> None:
-        """Prune after a committed export; a storage failure is logged, the next export retries."""
-        options = self._options()
-        try:
-            prune(base, keep=keep, pinned=pinned, **options)
+            storage = Storage(fs, options["retry"])
+            policies = build_policies(keep, None, None, pinned)
+            report, listing = prune_in(storage, root, policies, committed=kw.get("committed"))
         except StorageError as exc:
             log.error(
                 "%s: exported, but pruning %s failed (%s); retried after the next export",
@@ -262,6 +260,8 @@ class _PublishingExporter(_StockExporter):
                 base,
                 exc,
             )
+            return
+        collect_stock_exports(storage, root, exports_to_keep, report.kept, self._name, listing)
 
 
 class LatestExporter(_PublishingExporter):
@@ -302,8 +302,8 @@ class LatestExporter(_PublishingExporter):
             estimator, base, checkpoint_path, eval_result, is_the_final_export, role
         )
         if self._exports_to_keep is not None:
-            self._prune(base, self._exports_to_keep)
-            self._collect(base, self._exports_to_keep)
+            keep = self._exports_to_keep
+            self._retain(base, keep, keep, committed=info)
         return returned_location(base, info, written)
 
 
@@ -401,8 +401,8 @@ class BestExporter(_PublishingExporter):
         if self._exports_to_keep is not None:
             previous = [r.version for r in records]
             keep_previous = previous[max(0, len(previous) - (self._exports_to_keep - 1)) :]
-            self._prune(base, 1, pinned=[*keep_previous, *([info.version] if info else [])])
-            self._collect(base, self._exports_to_keep)
+            pinned = [*keep_previous, *([info.version] if info else [])]
+            self._retain(base, 1, self._exports_to_keep, pinned, committed=info)
         return returned_location(base, info, written)
 
     def best_exports(self, base: str) -> list[ExportInfo]:

@@ -2,13 +2,16 @@
 
 Every function lists the base freshly (one recursive listing, ~1 request per 1000 objects) and
 reads markers only where it needs their contents: ``scan_exports`` every marker once, concurrently
-(``Storage.read_many``), ``latest_export`` only the newest.
+(``Storage.read_many``) and page by page while the listing goes on (``scan_base``),
+``latest_export`` only the newest.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
-from collections import defaultdict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -17,6 +20,7 @@ from .layout import MARKER_NAME, marker_path, parse_version, version_dir
 from .marker import MAX_MARKER_BYTES, ExportInfo, FileRecord, parse_marker
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .storage import Entry, Storage, resolve
+from .storage_pages import list_pages
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +39,23 @@ class BaseListing:
 
 def list_base(storage: Storage, base: str) -> BaseListing:
     listing = BaseListing()
-    grouped: dict[int, dict[str, Entry]] = defaultdict(dict)
-    for entry in storage.list_tree(base):
+    _add_entries(listing, storage.list_tree(base))
+    return listing
+
+
+def _add_entries(listing: BaseListing, entries: Iterable[Entry]) -> list[int]:
+    """Group listed entries into ``listing``; returns the versions whose marker they hold."""
+    marked = []
+    for entry in entries:
         head, _, rest = entry.relpath.partition("/")
         version = parse_version(head)
         if version is None or not rest:
             listing.others.append(entry)
-        else:
-            grouped[version][rest] = Entry(rest, entry.size, entry.mtime)
-    listing.versions = dict(grouped)
-    return listing
+            continue
+        listing.versions.setdefault(version, {})[rest] = Entry(rest, entry.size, entry.mtime)
+        if rest == MARKER_NAME:
+            marked.append(version)
+    return marked
 
 
 def read_export(storage: Storage, base: str, version: int) -> ExportInfo:
@@ -68,11 +79,43 @@ def scan_exports(
     storage: Storage, base: str, listing: BaseListing | None = None
 ) -> tuple[list[ExportInfo], dict[int, str]]:
     """(valid exports ascending, {version: why invalid}) from one listing and the markers."""
-    listing = listing or list_base(storage, base)
+    if listing is None:
+        return scan_base(storage, base)[1:]
+    return _judge(storage, base, _markers(listing, listing.marked()))
+
+
+def scan_base(storage: Storage, base: str) -> tuple[BaseListing, list[ExportInfo], dict[int, str]]:
+    """One fresh listing of ``base`` plus every marker it shows, read while the listing goes
+    on: the markers of each page are read (on one worker, READS_IN_FLIGHT at a time) while
+    the next page is fetched. Returns (listing, valid exports ascending, invalid)."""
+    listing, reads = BaseListing(), []
+    with ThreadPoolExecutor(1) as reader:
+        for page in list_pages(storage, base):
+            marked = _add_entries(listing, page)
+            if marked:
+                markers, ctx = _markers(listing, marked), contextvars.copy_context()
+                reads.append(reader.submit(ctx.run, _judge, storage, base, markers))
+        valid: list[ExportInfo] = []
+        invalid: dict[int, str] = {}
+        for read in reads:
+            some_valid, some_invalid = read.result()
+            valid += some_valid
+            invalid.update(some_invalid)
+    return listing, sorted(valid, key=lambda e: e.version), invalid
+
+
+def _markers(listing: BaseListing, versions: list[int]) -> dict[int, Entry]:
+    return {v: listing.versions[v][MARKER_NAME] for v in versions}
+
+
+def _judge(
+    storage: Storage, base: str, markers: dict[int, Entry]
+) -> tuple[list[ExportInfo], dict[int, str]]:
+    """Read and parse the listed markers ``{version: marker entry}``."""
     results: dict[int, ExportInfo | str] = {}
     paths = {}
-    for version in listing.marked():
-        if listing.versions[version][MARKER_NAME].size > MAX_MARKER_BYTES:
+    for version, entry in markers.items():
+        if entry.size > MAX_MARKER_BYTES:
             results[version] = (
                 f"marker of version {version} is larger than {MAX_MARKER_BYTES} bytes"
             )

@@ -278,14 +278,16 @@ class ExportCallback(keras.callbacks.Callback):
             self.published.append(info)
             log.info("epoch %d published as %s", epoch + 1, info.uri)
             if self.keep is not None:
-                self._prune()
+                self._prune(info)
 
         return committed
 
-    def _prune(self) -> None:
+    def _prune(self, committed: ExportInfo) -> None:
         keep_best = None if self.monitor is None else (self.monitor, self.mode, 1)
         try:
-            prune(self.base, keep=self.keep, keep_best=keep_best, **self._storage)
+            prune(
+                self.base, keep=self.keep, keep_best=keep_best, committed=committed, **self._storage
+            )
         except StorageError as exc:
             log.error(
                 "published, but pruning %s failed (%s); retried after the next export",

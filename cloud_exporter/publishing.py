@@ -93,10 +93,11 @@ def publish(
     strategy.cleanup(plan)
     info = parse_marker(plan.marker_bytes(), claimed, storage.uri(plan.target))
     log.info("committed %s (%d files, %d bytes)", info.uri, len(info.files), info.total_size)
-    if keep is not None:
-        from .retention import prune
+    if keep is not None:  # on this publish's storage; the new marker's time is the store clock
+        from .policies import build_policies
+        from .retention import prune_in
 
-        prune(base, keep=keep, filesystem=fs, retry=retry)
+        prune_in(storage, root, build_policies(keep, None, None, ()), committed=info)
     return info
 
 

@@ -32,7 +32,7 @@ from .errors import (
     PruneIncompleteError,
     StorageError,
 )
-from .exports import BaseListing, list_base, scan_exports
+from .exports import BaseListing, list_base, scan_base
 from .layout import (
     CLAIM_SUFFIX,
     MARKER_NAME,
@@ -44,7 +44,8 @@ from .layout import (
     parse_version,
     version_dir,
 )
-from .policies import KeepBest, build_policies, select_kept
+from .marker import ExportInfo
+from .policies import KeepBest, RetentionPolicy, build_policies, select_kept
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .storage import CLOCK_PROBE_PREFIX, Entry, Storage, resolve
 from .untrusted import load_json
@@ -106,22 +107,40 @@ def prune(
     filesystem: Any = None,
     storage_options: dict[str, Any] | None = None,
     retry: RetryPolicy = DEFAULT_RETRY,
+    committed: ExportInfo | None = None,
 ) -> PruneReport:
     """Delete committed exports no policy keeps, then orphans older than ``grace_seconds``.
 
     Idempotent: a prune that raises PruneIncompleteError leaves a state that running it again
     finishes. ``dry_run`` mutates nothing and reports exactly what a real run would delete.
+    ``committed``: the export a publish to ``base`` returned just now; the time the listing
+    shows for its marker stands in for the store's clock (no probe object is written).
     """
     policies = build_policies(keep, keep_every_hours, keep_best, pinned)
+    check_grace(grace_seconds)
+    fs, root = resolve(base, filesystem, storage_options)
+    return prune_in(Storage(fs, retry), root, policies, grace_seconds, dry_run, committed)[0]
+
+
+def check_grace(grace_seconds: object) -> None:
     if not isinstance(grace_seconds, (int, float)) or not grace_seconds >= 0:
         raise InvalidArgumentError(
             f"grace_seconds must be a number >= 0 (seconds an orphan waits), got {grace_seconds!r}"
         )
-    fs, root = resolve(base, filesystem, storage_options)
-    storage = Storage(fs, retry)
+
+
+def prune_in(
+    storage: Storage,
+    root: str,
+    policies: list[RetentionPolicy],
+    grace_seconds: float = 3600,
+    dry_run: bool = False,
+    committed: ExportInfo | None = None,
+) -> tuple[PruneReport, BaseListing]:
+    """``prune`` on a resolved ``storage`` (a publish hands over its own); also returns the
+    listing the decisions rest on, for a caller that would otherwise list the base again."""
     report = PruneReport(base=storage.uri(root), dry_run=dry_run)
-    listing = list_base(storage, root)
-    exports, invalid = scan_exports(storage, root, listing)
+    listing, exports, invalid = scan_base(storage, root)
     report.skipped.update(invalid)
     report.kept = select_kept(policies, exports)
     doomed = [e.version for e in exports if e.version not in report.kept]
@@ -133,7 +152,8 @@ def prune(
     elif dry_run:
         now = time.time()
     else:
-        now = storage.store_now(join(root, STAGING_DIRNAME))
+        now = _committed_time(storage, root, listing, committed)
+        now = storage.store_now(join(root, STAGING_DIRNAME)) if now is None else now
     ripe = [o for o in orphans if now - o.newest >= grace_seconds]
     report.orphans_waiting = [o.name for o in orphans if now - o.newest < grace_seconds]
     report.deleted = doomed
@@ -143,7 +163,7 @@ def prune(
         if MARKER_NAME not in files and version not in ours:
             report.skipped[version] = UNMARKED_REASON
     if dry_run:
-        return report
+        return report, listing
     try:
         journal = _journal_path(root) if doomed else None
         if journal:  # names the doomed versions as ours, should this prune stop half way
@@ -163,7 +183,18 @@ def prune(
             report,
         ) from exc
     log.info("pruned %s: deleted %s, kept %s", report.base, doomed, sorted(report.kept))
-    return report
+    return report, listing
+
+
+def _committed_time(
+    storage: Storage, root: str, listing: BaseListing, committed: ExportInfo | None
+) -> float | None:
+    """The store's time of the marker ``committed`` wrote, as this listing shows it: a clock
+    reading of the store taken moments ago (so orphans look, if anything, younger)."""
+    if committed is None or committed.uri != storage.uri(version_dir(root, committed.version)):
+        return None
+    entry = listing.versions.get(committed.version, {}).get(MARKER_NAME)
+    return None if entry is None else entry.mtime
 
 
 def _delete_exports(storage: Storage, base: str, listing: BaseListing, doomed: list[int]) -> None:
@@ -197,7 +228,7 @@ def _still_there(
     listing = list_base(storage, base)
     wanted = set(versions) & set(listing.versions)
     if skip_republished:
-        wanted -= _staged_versions(listing) | set(listing.marked())
+        wanted -= staged_versions(listing) | set(listing.marked())
     return [
         join(version_dir(base, v), relpath)
         for v in sorted(wanted)
@@ -208,14 +239,15 @@ def _still_there(
 def busy_versions(storage: Storage, base: str, listing: BaseListing) -> set[int]:
     """Versions a publish or prune of ours has in flight (or left by a crash): named by a claim,
     a staging upload or a prune journal. Nothing else may commit or delete them."""
-    busy = _staged_versions(listing)
+    busy = staged_versions(listing)
     for versions in _read_journals(storage, base, listing).values():
         busy |= versions
     return busy
 
 
-def _staged_versions(listing: BaseListing) -> set[int]:
-    """Versions that a claim or staging upload in the listing names (publishes in flight)."""
+def staged_versions(listing: BaseListing) -> set[int]:
+    """Versions that a claim or staging upload in the listing names (publishes in flight, or
+    crashed ones prune has not cleaned up yet)."""
     found = {_staged_version(entry.relpath) for entry in listing.others}
     return {v for v in found if v is not None}
 

@@ -143,3 +143,48 @@ def test_empty_and_oversized_markers_among_many(backend, caplog):
     report = ce.prune(backend.base, keep=3, dry_run=True, filesystem=fs)
     assert set(report.skipped) == {versions[3], versions[5]}
     assert "ignoring version" in caplog.text
+
+
+def test_paged_listing_matches_the_one_piece_listing(server_backend):
+    """Storage's page-by-page listing (what list/prune read markers from while it goes on)
+    returns exactly what one recursive listing returns: names taken literally, nothing of a
+    sibling prefix, sizes, times and (GCS) CRC32Cs equal."""
+    from cloud_exporter.storage import Storage
+    from cloud_exporter.storage_pages import list_pages
+
+    fs = server_backend.fs
+    root = backend_root = server_backend.strip(server_backend.join("b[1] *?#% é"))
+    names = ["1/saved_model.pb", "1/a b/c[2]*?.txt", "x#%ü", "2/variables/v.index", "3/e", "4/f"]
+    for i, name in enumerate(names):
+        fs.pipe_file(f"{root}/{name}", b"x" * i)
+    fs.pipe_file(f"{backend_root}2/not-mine", b"decoy")  # shares the prefix string
+    fs.pipe_file(server_backend.strip(server_backend.join("b1 xy", "1/decoy")), b"glob decoy")
+    storage = Storage(fs)
+    pages = list(list_pages(storage, root, page_size=2))
+    assert len(pages) == 3 and all(len(p) == 2 for p in pages)
+    paged = sorted((e.relpath, e.size, e.mtime, e.crc32c) for p in pages for e in p)
+    whole = sorted((e.relpath, e.size, e.mtime, e.crc32c) for e in storage.list_tree(root))
+    assert paged == whole
+    assert sorted(e[0] for e in paged) == sorted(names)
+    if server_backend.name == "gcs":
+        assert all(e[3] for e in paged)
+
+
+def test_list_and_prune_read_markers_page_by_page(server_backend, monkeypatch):
+    """With 3 objects a page, 10 exports span 7 pages; every marker is read once, and the
+    result equals the one-piece path's (the fault layer forces that one)."""
+    from cloud_exporter import storage_pages
+    from cloud_exporter.testing import FaultyFileSystem
+
+    monkeypatch.setattr(storage_pages, "PAGE_SIZE", 3)
+    fs = server_backend.fs
+    versions = populate(fs, server_backend.root, 10)
+    with http_requests(fs) as counts:
+        found = ce.list_exports(server_backend.base, filesystem=fs)
+    assert [e.version for e in found] == versions
+    assert [e.metadata["step"] for e in found] == list(range(10))
+    assert _sum(counts, LISTS) == 7 and _sum(counts, GETS) == 10, counts
+    whole = ce.list_exports(server_backend.base, filesystem=FaultyFileSystem(fs))
+    assert whole == found
+    report = ce.prune(server_backend.base, keep=3, filesystem=fs)
+    assert report.deleted == versions[:7] and sorted(report.kept) == versions[7:]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from cloud_exporter.layout import MARKER_NAME, STAGING_DIRNAME
 from cloud_exporter.marker import ExportInfo, FileRecord
 from cloud_exporter.policies import KeepBest, KeepEveryHours
 from cloud_exporter.retention import UNMARKED_REASON
+from cloud_exporter.storage import CLOCK_PROBE_PREFIX
 from cloud_exporter.testing import FaultyFileSystem
 
 
@@ -214,3 +217,66 @@ def test_a_clean_prune_leaves_nothing_for_the_next_to_report(backend, source):
             backend.base, keep=1, dry_run=dry_run, storage_options=backend.storage_options
         )
         assert (again.deleted, again.orphans_removed, again.orphans_waiting) == ([], [], [])
+
+
+def _probes(faulty: FaultyFileSystem) -> set[str]:
+    """The clock probe objects the calls through ``faulty`` wrote (and removed)."""
+    return {path for _, path in faulty.mutations() if CLOCK_PROBE_PREFIX in path}
+
+
+def test_publish_keep_takes_the_store_clock_from_its_own_marker(backend, source):
+    """publish(keep=) hands its storage and the new export to the prune: the marker's listed
+    time is the store's clock, so no probe object is written; a plain prune still writes one."""
+    publish_many(backend, source, 2)
+    _crash_leftovers(backend, 9)  # young orphans: the prune must read a clock to age them
+    faulty = FaultyFileSystem(backend.fs)
+    info = ce.publish(source, backend.base, keep=2, filesystem=faulty)
+    assert _probes(faulty) == set()
+    assert versions(backend) == [2, info.version]
+    assert any("9.claim" in p for p in all_objects(backend))  # young: waits out its grace
+    faulty.reset_counters()
+    report = ce.prune(backend.base, keep=2, filesystem=faulty)
+    assert len(_probes(faulty)) == 1 and report.orphans_waiting
+
+
+def test_the_committed_marker_time_still_ages_old_orphans(tmp_path, source):
+    """Local disk, where mtimes can be set: leftovers two hours old are removed by
+    publish(keep=), whose clock is the time of the marker it just wrote."""
+    base = tmp_path / "base"
+    ce.publish(source, str(base), version=1)
+    staging = base / STAGING_DIRNAME
+    (staging / "9-w1-dead").mkdir(parents=True)
+    for path in (staging / "9.claim", staging / "9-w1-dead" / "saved_model.pb"):
+        path.write_bytes(b"x")
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+    info = ce.publish(source, str(base), keep=1)
+    assert sorted(p.name for p in base.iterdir()) == [str(info.version)]
+
+
+def test_prune_ignores_committed_from_another_base(backend, source):
+    """An ExportInfo of another base is no clock for this one: the prune probes as usual."""
+    publish_many(backend, source, 1)
+    elsewhere = f"{backend.scratch.rstrip('/')}/elsewhere"
+    other = ce.publish(source, elsewhere, version=5, filesystem=backend.fs)
+    _crash_leftovers(backend, 9)
+    faulty = FaultyFileSystem(backend.fs)
+    ce.prune(backend.base, keep=2, committed=other, filesystem=faulty)
+    assert len(_probes(faulty)) == 1
+
+
+def test_stock_collection_spares_a_direct_publish_in_flight(backend):
+    """A direct publish's version dir looks like a complete stock export until its marker
+    lands; while its claim exists the estimator's stock clean-up must not delete it."""
+    from cloud_exporter._stock_compat import collect_stock_exports
+    from cloud_exporter.storage import Storage, resolve
+
+    fs = backend.fs
+    for version in (1700000001, 1700000002, 1700000003):
+        write_object(fs, backend.strip(backend.join(str(version), "saved_model.pb")), b"g")
+    write_object(fs, backend.strip(backend.join(STAGING_DIRNAME, "1700000001.claim")), b"w1")
+    fs.invalidate_cache()
+    resolved, root = resolve(backend.base, fs, None)
+    deleted = collect_stock_exports(Storage(resolved), root, 1, [], "test")
+    assert deleted == [1700000002]
+    left = {p[len(backend.root) + 1 :].split("/")[0] for p in all_objects(backend)}
+    assert left == {"1700000001", "1700000003", STAGING_DIRNAME}

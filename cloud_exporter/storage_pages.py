@@ -1,0 +1,97 @@
+"""The storage module's paged listing: a recursive listing handed over one page at a time, so
+that a caller can start on the first page (read the markers it names) while the next is on
+its way. ``list_exports`` and ``prune`` over E exports then cost about the marker reads alone,
+not the listing pages plus the reads.
+
+Part of ``storage`` (it works through a :class:`~cloud_exporter.storage.Storage`'s retried
+calls). S3: ListObjectsV2 pages; GCS: objects.list pages (the JSON API's own page size cap of
+1000). Both take prefixes literally, and no fsspec listing cache is read or filled. Any other
+filesystem, and a filesystem wrapped by another layer (the fault-injection layer), is listed
+in one piece by ``Storage.list_tree``, so every wrapper sees the call it expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from fsspec.asyn import sync
+
+from .source import crc32c_hex
+
+if TYPE_CHECKING:
+    from .storage import Entry, Storage
+
+PAGE_SIZE = 1000  # objects per listing request (the most either store returns in one page)
+
+
+def list_pages(
+    storage: Storage, prefix: str, page_size: int | None = None
+) -> Iterator[list[Entry]]:
+    """Every object below ``prefix`` (a fresh listing), one page of entries at a time
+    (``page_size`` objects, default PAGE_SIZE); relative paths as ``Storage.list_tree`` gives
+    them. Each page request is retried on its own; a missing bucket raises
+    LocationNotFoundError."""
+    if storage.fs is not storage.real or storage.kind not in ("s3", "gcs"):
+        yield storage.list_tree(prefix)
+        return
+    page = _s3_page if storage.kind == "s3" else _gcs_page
+    bucket, key, _ = storage.real.split_path(prefix)
+    key = key.rstrip("/") + "/" if key else ""
+    token: str | None = None
+    while True:
+        try:
+            entries, token = storage._call(
+                "list", prefix, page, storage, bucket, key, token, page_size or PAGE_SIZE
+            )
+        except FileNotFoundError as exc:
+            raise storage._missing("list", prefix) from exc
+        yield entries
+        if not token:
+            return
+
+
+def _s3_page(
+    storage: Storage, bucket: str, key: str, token: str | None, size: int
+) -> tuple[list[Entry], str | None]:
+    from .storage import Entry
+
+    more = {"ContinuationToken": token} if token else {}
+    got = storage.real.call_s3("list_objects_v2", Bucket=bucket, Prefix=key, MaxKeys=size, **more)
+    entries = [
+        Entry(obj["Key"][len(key) :], int(obj.get("Size") or 0), _timestamp(obj))
+        for obj in got.get("Contents", [])
+        if obj["Key"].startswith(key) and not obj["Key"].endswith("/")
+    ]
+    return entries, got.get("NextContinuationToken") if got.get("IsTruncated") else None
+
+
+def _gcs_page(
+    storage: Storage, bucket: str, key: str, token: str | None, size: int
+) -> tuple[list[Entry], str | None]:
+    from .storage import Entry
+
+    real = storage.real
+    more = {"pageToken": token} if token else {}
+    got = sync(real.loop, real._call_list_objects, bucket, prefix=key, maxResults=size, **more)
+    entries = []
+    for obj in got.get("items", []):
+        name = obj["name"]
+        if not name.startswith(key) or name.endswith("/"):
+            continue
+        crc = obj.get("crc32c")
+        entries.append(
+            Entry(
+                name[len(key) :],
+                int(obj.get("size") or 0),
+                _timestamp(obj),
+                crc32c_hex(crc) if isinstance(crc, str) else None,
+            )
+        )
+    return entries, got.get("nextPageToken")
+
+
+def _timestamp(obj: dict[str, Any]) -> float | None:
+    from .storage import _mtime
+
+    return _mtime(obj)
