@@ -2,15 +2,18 @@
 rejects corrupted bytes, and the checksums a store keeps, read back without reading bytes.
 
 Part of ``storage`` (it works through a :class:`~cloud_exporter.storage.Storage`'s retried
-calls); split out to keep each module readable. GCS: crc32c in the upload's object resource,
-and in every listing. S3: ChecksumCRC32C on single-request uploads, per part plus a FULL_OBJECT
-CRC32C on multipart ones, read back by HeadObject with ChecksumMode.
+calls); split out to keep each module readable. GCS: crc32c in a single-request upload's
+object resource or in a resumable upload's final X-Goog-Hash, and in every listing. S3:
+ChecksumCRC32C on single-request uploads, per part plus a FULL_OBJECT CRC32C on multipart
+ones, read back by HeadObject with ChecksumMode.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import mimetypes
 import os
 import threading
 from collections.abc import Sequence
@@ -18,8 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import google_crc32c
+from fsspec.asyn import sync
 
-from .errors import ChecksumMismatchError, StorageError
+from .errors import ChecksumMismatchError, LocationNotFoundError, StorageError
 from .source import Digests, crc32c_b64, crc32c_hex, hash_file, read_hashed
 
 if TYPE_CHECKING:
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TRANSFER_CHUNK = 8 << 20  # multipart part size; files up to this size go in one request
+GCS_CHUNK = 32 << 20  # a resumable upload's chunk (a multiple of 256 KiB, as GCS requires)
 PARTS_IN_FLIGHT = 4  # concurrent parts of the one large upload allowed at a time (s3fs)
 HEADS_IN_FLIGHT = 16  # concurrent HeadObject requests of a deep verify on S3
 REJECTED_UPLOAD_TRIES = 3  # an upload the store rejects for its checksum is sent this often
@@ -45,11 +50,11 @@ def prepare(kind: str) -> None:
 def upload_hashed(storage: Storage, local_path: str, remote: str, sha256: bool) -> Digests:
     """Upload one file declaring its CRC32C, so that the store rejects corrupted bytes.
 
-    Files up to TRANSFER_CHUNK are read once: the bytes hashed are the bytes sent. Larger
-    files on S3 go up as a multipart upload that reads the file once (``_s3_multipart``);
-    on GCS they are hashed in one pass, then streamed by gcsfs (a second read, from the page
-    cache: the crc32c must be in the resumable upload's metadata before its first byte).
-    Declared: GCS crc32c in the upload metadata; S3 ChecksumCRC32C on single-request
+    Every file is read once: the bytes hashed are the bytes sent. Up to TRANSFER_CHUNK in
+    one request; larger files as an S3 multipart upload (``_s3_multipart``) or a GCS
+    resumable upload (``_gcs_resumable``), chunk by chunk. Declared: GCS crc32c in the
+    upload metadata, or in X-Goog-Hash on a resumable upload's final chunk (and compared
+    with the crc32c of the object the store answers); S3 ChecksumCRC32C on single-request
     uploads, per part plus a FULL_OBJECT CRC32C on multipart ones. A rejected upload is sent
     again, then raises ChecksumMismatchError.
     """
@@ -63,19 +68,13 @@ def upload_hashed(storage: Storage, local_path: str, remote: str, sha256: bool) 
             elif storage.kind == "s3":
                 with storage._large_file:  # memory ~ parts in flight x TRANSFER_CHUNK
                     digests = _s3_multipart(storage, local_path, remote, sha256)
+            elif storage.kind == "gcs":
+                with storage._large_file:  # memory ~ one GCS_CHUNK
+                    digests = _gcs_resumable(storage, local_path, remote, size, sha256)
             else:
                 digests = hash_file(local_path, sha256)
-                declare = _declare(storage, digests, single=True)
-                with storage._large_file:  # memory ~ parts in flight x TRANSFER_CHUNK
-                    storage._write(
-                        "upload",
-                        remote,
-                        storage.fs.put_file,
-                        local_path,
-                        remote,
-                        **storage._put_options,
-                        **declare,
-                    )
+                with storage._large_file:
+                    storage._write("upload", remote, storage.fs.put_file, local_path, remote)
             return digests
         except (OSError, ValueError, StorageError) as exc:  # StorageError: wrapped by _call
             if not _is_checksum_rejection(exc):
@@ -97,8 +96,9 @@ def _s3_multipart(storage: Storage, local_path: str, remote: str, sha256: bool) 
     real = storage.real
     bucket, key, _ = real.split_path(remote)
     where = {"Bucket": bucket, "Key": key}
-    started = storage._write(
-        "upload",
+    started = _api(
+        storage,
+        "create_multipart_upload",
         remote,
         real.call_s3,
         "create_multipart_upload",
@@ -112,8 +112,9 @@ def _s3_multipart(storage: Storage, local_path: str, remote: str, sha256: bool) 
     def part(number: int, chunk: bytes) -> dict[str, Any]:
         try:
             crc = crc32c_b64(f"{google_crc32c.value(chunk):08x}")
-            sent = storage._write(
-                "upload",
+            sent = _api(
+                storage,
+                "upload_part",
                 remote,
                 real.call_s3,
                 "upload_part",
@@ -136,8 +137,9 @@ def _s3_multipart(storage: Storage, local_path: str, remote: str, sha256: bool) 
                 futures.append(pool.submit(part, len(futures) + 1, chunk))
             parts = [future.result() for future in futures]
         ours = crc32c_b64(digests.crc32c)
-        done = storage._write(
-            "upload",
+        done = _api(
+            storage,
+            "complete_multipart_upload",
             remote,
             real.call_s3,
             "complete_multipart_upload",
@@ -148,7 +150,9 @@ def _s3_multipart(storage: Storage, local_path: str, remote: str, sha256: bool) 
         )
     except BaseException:
         with contextlib.suppress(Exception):
-            real.call_s3("abort_multipart_upload", **where)
+            _through_faults(
+                storage, "abort_upload", remote, real.call_s3, "abort_multipart_upload", **where
+            )
         raise
     if done.get("ChecksumCRC32C") not in (None, ours):
         # Real S3 refuses a completion whose declared CRC32C it cannot confirm; a store that
@@ -162,6 +166,117 @@ def _s3_multipart(storage: Storage, local_path: str, remote: str, sha256: bool) 
             ours,
         )
     return digests
+
+
+def _gcs_resumable(
+    storage: Storage, local_path: str, remote: str, size: int, sha256: bool
+) -> Digests:
+    """A resumable upload that reads the file once, one GCS_CHUNK at a time (GCS takes a
+    session's chunks in order). The final chunk declares the whole file's CRC32C in
+    X-Goog-Hash; the object resource it answers carries the crc32c the store computed, which
+    must be ours. Any failure deletes the session (or the object) and raises."""
+    real = storage.real
+    bucket, key, _ = real.split_path(remote)
+    kind = mimetypes.guess_type(local_path)[0] or "application/octet-stream"
+    location = _api(storage, "initiate_upload", remote, _gcs_start, real, bucket, key, kind)
+    digests, offset, answer = Digests(sha256), 0, None
+    try:
+        with open(local_path, "rb") as f:
+            while offset < size:
+                chunk = f.read(GCS_CHUNK)
+                if not chunk:
+                    raise OSError(f"{local_path} shrank while it was uploaded; publish again")
+                digests.update(chunk)
+                final = offset + len(chunk) >= size
+                declared = crc32c_b64(digests.crc32c) if final else None
+                try:
+                    answer = _api(
+                        storage,
+                        "upload_chunk",
+                        remote,
+                        _gcs_send,
+                        real,
+                        location,
+                        chunk,
+                        (offset, size, kind, declared),
+                    )
+                except LocationNotFoundError:
+                    if not final:
+                        raise
+                    answer = _finished(storage, remote)  # completed, but the answer was lost
+                offset += len(chunk)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            _through_faults(storage, "abort_upload", remote, _gcs_abort, real, location)
+        raise
+    stored = crc32c_hex(answer.get("crc32c", "")) if isinstance(answer, dict) else None
+    if stored is not None and stored != digests.crc32c:
+        # The store kept other bytes than we sent (fake-gcs-server appends a chunk sent twice
+        # after a lost response; real GCS answers 400 to a mismatched X-Goog-Hash instead).
+        with contextlib.suppress(Exception):
+            storage._write("delete", remote, storage.fs.rm_file, remote)
+        raise OSError(f"400 crc32c mismatch: the store computed {stored}, ours {digests.crc32c}")
+    return digests
+
+
+def _finished(storage: Storage, remote: str) -> dict[str, Any]:
+    """The object a session completed when the final chunk's answer was lost, and its retry
+    met a closed session (fake-gcs-server answers 404; GCS answers with the object)."""
+    storage.forget(remote)
+    try:
+        return dict(storage._call("stat", remote, storage.real.info, remote))
+    except FileNotFoundError:
+        raise storage._missing("upload", remote) from None
+
+
+def _gcs_start(fs: Any, bucket: str, key: str, kind: str) -> str:
+    from gcsfs.core import initiate_upload
+
+    return str(sync(fs.loop, initiate_upload, fs, bucket, key, kind))
+
+
+def _gcs_send(
+    fs: Any, location: str, chunk: bytes, where: tuple[int, int, str, str | None]
+) -> dict[str, Any] | None:
+    """POST one chunk at ``offset`` of ``size`` bytes, with X-Goog-Hash when ``declared``;
+    a 308 whose Range stops short of the chunk's end gets the rest sent again."""
+    offset, size, kind, declared = where
+    start, end = offset, offset + len(chunk)
+    while True:
+        head = {
+            "Content-Type": kind,
+            "Content-Length": str(end - start),
+            "Content-Range": f"bytes {start}-{end - 1}/{size}",
+        }
+        if declared:
+            head["X-Goog-Hash"] = f"crc32c={declared}"
+        piece = memoryview(chunk)[start - offset :]
+        headers, text = sync(fs.loop, fs._call, "POST", location, headers=head, data=piece)
+        persisted = headers.get("Range")
+        if persisted and int(str(persisted).rsplit("-", 1)[1]) + 1 < end:
+            start = int(str(persisted).rsplit("-", 1)[1]) + 1
+            continue
+        return json.loads(text) if text else None
+
+
+def _gcs_abort(fs: Any, location: str) -> None:
+    sync(fs.loop, fs._call, "DELETE", location)
+
+
+def _api(storage: Storage, method: str, remote: str, fn: Any, *args: Any, **kw: Any) -> Any:
+    """One retried call of the backend's own API (no fsspec method does it)."""
+    return storage._write(
+        "upload", remote, _through_faults, storage, method, remote, fn, *args, **kw
+    )
+
+
+def _through_faults(
+    storage: Storage, method: str, remote: str, fn: Any, *args: Any, **kw: Any
+) -> Any:
+    """``fn(*args, **kw)`` once, through the fault layer where one wraps the filesystem (so
+    tests can fail or crash these calls like any other)."""
+    via = getattr(storage.fs, "backend_call", None)
+    return fn(*args, **kw) if via is None else via(method, remote, fn, *args, **kw)
 
 
 def _declare(storage: Storage, digests: Digests, single: bool) -> dict[str, Any]:

@@ -371,6 +371,15 @@ class FaultyFileSystem(AbstractFileSystem):
         paths = self._remote(path)
         self._run("_rm", lambda: fn(path), paths, paths)
 
+    def backend_call(
+        self, method: str, path: str, fn: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        """One mutating call of the backend's own API (a multipart part, a resumable chunk),
+        logged as ``method`` on ``path`` and faulted like any fsspec call. Storage routes those
+        calls here when this layer wraps the filesystem; fn is the real backend's."""
+        paths = self._remote(path)
+        return self._run(method, lambda: fn(*args, **kwargs), paths, paths, mutating=True)
+
     def invalidate_cache(self, path: str | None = None) -> None:
         """Forwarded and logged, never faulted (no request is made); staleness is unaffected."""
         self._run(

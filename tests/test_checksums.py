@@ -22,7 +22,7 @@ import cloud_exporter as ce
 from cloud_exporter import source as source_module
 from cloud_exporter.errors import ChecksumMismatchError
 from cloud_exporter.layout import MARKER_NAME
-from cloud_exporter.source import crc32c_combine
+from cloud_exporter.source import crc32c_b64, crc32c_combine
 from cloud_exporter.testing import FailOn, FaultyFileSystem
 
 READS = {"open", "cat", "cat_file", "cat_ranges", "get", "get_file", "read_block", "head", "tail"}
@@ -322,22 +322,162 @@ def test_moto_without_crc32c_records_crc32_and_deep_verify_reads_that_file(s3_ba
     }
 
 
-def test_a_large_gcs_upload_declares_its_crc32c(gcs_backend, tmp_path, monkeypatch):
-    import gcsfs.core
+def _opens_of(monkeypatch, target: Path) -> list[int]:
+    """Bytes read through each open() of ``target`` in this process (one entry per open)."""
+    import builtins
 
-    declared: list[dict] = []
-    real_initiate = gcsfs.core.initiate_upload
+    real_open, reads = builtins.open, []
 
-    async def recording(*args, fixed_key_metadata=None, **kwargs):
-        declared.append(dict(fixed_key_metadata or {}))
-        return await real_initiate(*args, fixed_key_metadata=fixed_key_metadata, **kwargs)
+    class Counted:
+        def __init__(self, f):
+            self._f, self._slot = f, len(reads)
+            reads.append(0)
 
-    monkeypatch.setattr(gcsfs.core, "initiate_upload", recording)
+        def read(self, *args):
+            data = self._f.read(*args)
+            reads[self._slot] += len(data)
+            return data
+
+        def __getattr__(self, name):
+            return getattr(self._f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._f.close()
+
+    def counting_open(file, mode="r", *args, **kwargs):
+        f = real_open(file, mode, *args, **kwargs)
+        same = isinstance(file, (str, os.PathLike)) and os.path.abspath(file) == str(target)
+        return Counted(f) if same and "r" in mode else f
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    return reads
+
+
+@pytest.mark.parametrize("mode", ["staged", "direct"])
+def test_a_large_gcs_upload_reads_the_file_once_and_declares_its_crc32c(
+    gcs_backend, tmp_path, monkeypatch, mode
+):
+    from cloud_exporter import storage_checksums
+
+    monkeypatch.setattr(storage_checksums, "GCS_CHUNK", 1 << 20)
+    sent: list[dict] = []
+    real_send = storage_checksums._gcs_send
+
+    def recording(fs, location, chunk, where):
+        sent.append({"bytes": len(chunk), "declared": where[3]})
+        return real_send(fs, location, chunk, where)
+
+    monkeypatch.setattr(storage_checksums, "_gcs_send", recording)
     src = fake_saved_model(tmp_path / "model", seed=7, shard_bytes=(9 << 20) + 1)
-    info = ce.publish(src, gcs_backend.base, filesystem=gcs_backend.fs)
+    reads = _opens_of(monkeypatch, (src / SHARD).resolve())
+    fs = FaultyFileSystem(gcs_backend.new_fs())
+    info = ce.publish(src, gcs_backend.base + " [x]*?#%", filesystem=fs, mode=mode)
+    monkeypatch.undo()
     [shard] = [f for f in info.files if f.path == SHARD]
-    assert declared == [{"crc32c": base64.b64encode(bytes.fromhex(shard.crc32c)).decode()}]
+    assert reads == [shard.size]  # one open, every byte read once
+    assert [s["bytes"] for s in sent] == [1 << 20] * 9 + [1]
+    assert [s["declared"] for s in sent] == [None] * 9 + [crc32c_b64(shard.crc32c)]
+    assert [c.method for c in fs.calls if c.method in ("initiate_upload", "upload_chunk")] == [
+        "initiate_upload"
+    ] + ["upload_chunk"] * 10
+    assert (
+        gcs_backend.fs.cat_file(gcs_backend.strip(info.uri) + "/" + SHARD)
+        == (src / SHARD).read_bytes()
+    )
     checked = ce.verify_export(
-        gcs_backend.base, info.version, deep=True, filesystem=gcs_backend.new_fs()
+        gcs_backend.base + " [x]*?#%", info.version, deep=True, filesystem=gcs_backend.new_fs()
     )
     assert set(checked.verified_by.values()) == {"listing"}
+
+
+def _corrupting_send(monkeypatch, times: int | None) -> list[int]:
+    """Flip one byte of the first chunk of a resumable upload ``times`` times (None: always)."""
+    from cloud_exporter import storage_checksums
+
+    real_send, fired = storage_checksums._gcs_send, [0]
+
+    def corrupting(fs, location, chunk, where):
+        if where[0] == 0 and (times is None or fired[0] < times):
+            fired[0] += 1
+            chunk = bytes([chunk[0] ^ 1]) + chunk[1:]  # bytes damaged on the way to the store
+        return real_send(fs, location, chunk, where)
+
+    monkeypatch.setattr(storage_checksums, "_gcs_send", corrupting)
+    return fired
+
+
+def test_a_gcs_chunk_damaged_in_flight_is_caught_and_sent_again(gcs_backend, tmp_path, monkeypatch):
+    """fake-gcs-server ignores X-Goog-Hash (real GCS answers 400): the crc32c the store
+    computed, in the final chunk's answer, still exposes the damage."""
+    src = fake_saved_model(tmp_path / "model", seed=8, shard_bytes=(9 << 20) + 3)
+    fired = _corrupting_send(monkeypatch, times=1)
+    info = ce.publish(src, gcs_backend.base, filesystem=gcs_backend.new_fs())
+    assert fired == [1]
+    stored = gcs_backend.fs.cat_file(gcs_backend.strip(info.uri) + "/" + SHARD)
+    assert stored == (src / SHARD).read_bytes()
+    ce.verify_export(
+        gcs_backend.base, info.version, deep=True, download=True, filesystem=gcs_backend.new_fs()
+    )
+
+
+def test_a_gcs_upload_damaged_every_time_commits_nothing(gcs_backend, tmp_path, monkeypatch):
+    src = fake_saved_model(tmp_path / "model", seed=9, shard_bytes=(9 << 20) + 3)
+    fired = _corrupting_send(monkeypatch, times=None)
+    with pytest.raises(ChecksumMismatchError, match=r"variables\.data.*CRC32C"):
+        ce.publish(src, gcs_backend.base, filesystem=gcs_backend.new_fs())
+    assert fired == [3]
+    fresh = gcs_backend.new_fs()
+    assert ce.list_exports(gcs_backend.base, filesystem=fresh) == []
+    left = [p for p in fresh.find(gcs_backend.strip(gcs_backend.base)) if p.endswith(SHARD)]
+    assert left == []  # the damaged object is deleted, not left in staging
+
+
+@pytest.mark.parametrize(
+    ("backend_name", "method", "nth"),
+    [
+        ("s3", "upload_part", 1),
+        ("s3", "complete_multipart_upload", 1),
+        ("gcs", "initiate_upload", 1),
+        ("gcs", "upload_chunk", 1),
+        ("gcs", "upload_chunk", 5),  # the final chunk: a lost answer meets a closed session
+    ],
+)
+@pytest.mark.parametrize("after_mutation", [False, True])
+def test_a_large_upload_survives_a_transient_error_in_any_of_its_requests(
+    request, tmp_path, monkeypatch, backend_name, method, nth, after_mutation
+):
+    from cloud_exporter import storage_checksums
+
+    monkeypatch.setattr(storage_checksums, "GCS_CHUNK", 4 << 20)  # 5 chunks
+    backend = servers.server_backend_for(request, backend_name)
+    src = fake_saved_model(tmp_path / "model", seed=10, shard_bytes=(17 << 20) + 5)
+    rule = FailOn(method=method, nth=nth, after_mutation=after_mutation)
+    fs = FaultyFileSystem(backend.new_fs(), fail_on=[rule])
+    info = ce.publish(src, backend.base, filesystem=fs)
+    assert rule.fired == 1
+    stored = backend.fs.cat_file(backend.strip(info.uri) + "/" + SHARD)
+    assert stored == (src / SHARD).read_bytes()
+    ce.verify_export(backend.base, info.version, deep=True, filesystem=backend.new_fs())
+
+
+@pytest.mark.parametrize("backend_name", ["s3", "gcs"])
+def test_a_crash_inside_a_large_upload_publishes_nothing(
+    request, tmp_path, monkeypatch, backend_name
+):
+    from cloud_exporter import storage_checksums
+    from cloud_exporter.testing import InjectedCrash
+
+    monkeypatch.setattr(storage_checksums, "GCS_CHUNK", 4 << 20)
+    backend = servers.server_backend_for(request, backend_name)
+    src = fake_saved_model(tmp_path / "model", seed=11, shard_bytes=(17 << 20) + 5)
+    part = "upload_part" if backend_name == "s3" else "upload_chunk"
+    rule = FailOn(method=part, nth=2, error=InjectedCrash("killed mid-upload"))
+    fs = FaultyFileSystem(backend.new_fs(), fail_on=[rule])
+    with pytest.raises(InjectedCrash):
+        ce.publish(src, backend.base, filesystem=fs)
+    assert ce.list_exports(backend.base, filesystem=backend.new_fs()) == []
+    aborts = [c for c in fs.calls if c.method == "abort_upload"]
+    assert len(aborts) == 1 and aborts[0].applied  # a failure (not a dead process) cleans up
