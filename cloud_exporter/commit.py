@@ -64,6 +64,7 @@ class Plan:
     staged: list[str] = field(default_factory=list)  # paths written under the staging prefix
     placed: list[str] = field(default_factory=list)  # paths written into the version directory
     resume: Any = None  # a resume.Session (staged mode): reuses proven uploads, records new ones
+    cleaned: bool = False  # the strategy's cleanup has run
     _marker: bytes | None = field(default=None, repr=False)
 
     @property
@@ -236,27 +237,47 @@ def commit_marker(
     *,
     ignore: Collection[str] = (MARKER_NAME,),
     before_create: Callable[[], None] | None = None,
+    alongside: Callable[[], None] | None = None,
     fix: str = PUBLISH_AGAIN,
 ) -> None:
     """The commit: check ``directory`` against the manifest, create its marker if absent,
     then check again. Whatever removed files in the window between the first check and the
     marker (a pruner that judged them orphans) is caught, and the marker withdrawn.
-    ``before_create`` runs between the check and the create (a last ownership test)."""
+    ``before_create`` runs between the check and the create (a last ownership test);
+    ``alongside`` runs at the same time as the second check (work that needs the marker to
+    exist but not the check to pass: a publish's cleanup)."""
     path = join(directory, MARKER_NAME)
     check_contents(storage, directory, manifest, "before commit", ignore, fix)
     if before_create is not None:
         before_create()
     create_marker(storage, path, data, fix)
-    try:
+
+    def check_again() -> None:
         check_contents(storage, directory, manifest, "after commit", ignore, fix)
+
+    try:
+        storage.run_parallel(
+            _call, [check_again] if alongside is None else [check_again, alongside]
+        )
     except CorruptExportError:
         storage.delete_one(path)
         raise
 
 
-def write_marker(plan: Plan) -> None:
-    """Commit a publish's version directory with its marker (see ``commit_marker``)."""
-    commit_marker(plan.storage, plan.target, plan.manifest(), plan.marker_bytes())
+def _call(job: Callable[[], None]) -> None:
+    job()
+
+
+def write_marker(plan: Plan, cleanup: Callable[[Plan], None]) -> None:
+    """Commit a publish's version directory with its marker (see ``commit_marker``); its
+    ``cleanup`` runs beside the check after the commit (one round trip fewer)."""
+    commit_marker(
+        plan.storage,
+        plan.target,
+        plan.manifest(),
+        plan.marker_bytes(),
+        alongside=lambda: cleanup(plan),
+    )
 
 
 class _Strategy:
@@ -265,7 +286,11 @@ class _Strategy:
     name = ""
 
     def cleanup(self, plan: Plan) -> None:
-        """After the commit: remove the staging copies and the claim (litter, never harm)."""
+        """After the commit: remove the staging copies and the claim (litter, never harm).
+        Once per publish (it may already have run beside the check after the commit)."""
+        if plan.cleaned:
+            return
+        plan.cleaned = True
         try:
             plan.storage.delete([*plan.staged, claim_path(plan.base, plan.version)])
             plan.storage.remove_dir_if_empty(staging_root(plan.base))  # local disk: no litter
@@ -309,7 +334,7 @@ class StagedCopy(_Strategy):
         # A resume copies reused objects from the staging they were proven in (resume.py).
         copy = None if plan.resume is None else partial(plan.resume.place, plan)
         copy_into_place(plan.storage, plan.staging, plan.target, relpaths, plan.placed, copy)
-        write_marker(plan)
+        write_marker(plan, self.cleanup)
 
 
 class DirectWrite(_Strategy):
@@ -321,7 +346,7 @@ class DirectWrite(_Strategy):
         others, last = split_last(plan.files, lambda f: f.relpath)
         upload_hashed(plan, plan.target, others, plan.placed)
         upload_hashed(plan, plan.target, last, plan.placed)
-        write_marker(plan)
+        write_marker(plan, self.cleanup)
 
 
 class LocalRename(_Strategy):

@@ -122,13 +122,15 @@ def _claim_and_look(
         found["session"] = Session(storage, base, files)
 
     try:
-        if resume:  # the look on a worker; the claim on this thread, as without resume
+        if resume and storage.lists_beside_writes:  # the look on a worker, the claim here
             with ThreadPoolExecutor(1) as pool:
                 looking = pool.submit(contextvars.copy_context().run, look)
                 claim()  # on failure, leaving the block waits for the look; its error is moot
                 looking.result()
         else:
             claim()
+            if resume:
+                look()
     except BaseException:
         if "version" in found:  # ours, and nothing is written under it yet
             try:

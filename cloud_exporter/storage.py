@@ -83,6 +83,9 @@ class Storage:
         real = innermost(fs)
         self.is_local = isinstance(real, LocalFileSystem)
         self._is_memory = isinstance(real, MemoryFileSystem)
+        # fsspec's memory filesystem iterates its shared dict to list: a listing beside a
+        # delete on another thread can raise "dictionary changed size during iteration".
+        self.lists_beside_writes = not self._is_memory
         self._put_options = _bounded_put_options(real)
         self._get_options = _bounded_get_options(real)
         self._large_file = threading.Semaphore(1)  # one multipart upload at a time
