@@ -200,9 +200,11 @@ class Progress:
 
     def _line(self) -> str:
         elapsed = time.monotonic() - self._start
-        if self.total is None:  # nothing to count: show that it is alive
-            return f"{self.label}: working  {elapsed:.1f} s"
         rate = human_size(int(self.done / elapsed)) if elapsed > 0 else "0 B"
+        if self.total is None:  # no total: the bytes so far, or that it is alive
+            if not self.done:
+                return f"{self.label}: working  {elapsed:.1f} s"
+            return f"{self.label}: {human_size(self.done)}  {rate}/s  {elapsed:.1f} s"
         pct = min(100, self.done * 100 // self.total) if self.total else 100
         done = f"{pct:3d}% {human_size(self.done)} / {human_size(self.total)}"
         return f"{self.label}: {done}  {rate}/s  {elapsed:.1f} s"

@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 from .cli_common import add_command, storage_options
+from .cli_format import Progress, wants_progress
 from .marker import ExportInfo
 from .sync import sync_exports, watch
 
@@ -61,12 +62,18 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def _cmd_sync(args: argparse.Namespace) -> int:
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
-    bar = _progress_bar() if not args.json else None
+    bar = _CycleProgress() if wants_progress(args.json) else None
     options: dict[str, Any] = {
         "keep": args.keep,
         "storage_options": storage_options(args.storage_option),
         "progress": bar.update if bar is not None else None,
     }
+
+    def report(added: list[ExportInfo]) -> None:
+        if bar is not None:
+            bar.close()  # the result goes on a clean line
+        _report(args, added)
+
     try:
         if args.watch:
             watch(
@@ -75,12 +82,12 @@ def _cmd_sync(args: argparse.Namespace) -> int:
                 interval=args.interval,
                 max_backoff=args.max_backoff,
                 stop=stop,
-                on_synced=lambda added: _report(args, added),
+                on_synced=report,
                 **options,
             )
             return 0
         added = sync_exports(args.base, args.local_dir, stop=stop, **options)
-        _report(args, added)
+        report(added)
         if stop.is_set():
             print("interrupted", file=sys.stderr)
             return 130
@@ -102,11 +109,23 @@ def _report(args: argparse.Namespace, added: list[ExportInfo]) -> None:
         print("up to date", flush=True)
 
 
-def _progress_bar() -> Any:
-    if not sys.stderr.isatty():
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(unit="B", unit_scale=True, desc="sync", leave=False)
+class _CycleProgress:
+    """One progress line per sync cycle at a terminal: drawn once a cycle has downloaded for
+    half a second, erased before that cycle's report (``--watch`` runs many cycles)."""
+
+    def __init__(self) -> None:
+        self._bar: Progress | None = None
+        self._lock = threading.Lock()
+
+    def update(self, n: int) -> None:
+        with self._lock:
+            if self._bar is None:
+                self._bar = Progress("sync", None, delay=0.5)
+            bar = self._bar
+        bar.update(n)
+
+    def close(self) -> None:
+        with self._lock:
+            bar, self._bar = self._bar, None
+        if bar is not None:
+            bar.close()

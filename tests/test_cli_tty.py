@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import os
 import pty
+import re
 import select
 import struct
 import subprocess
@@ -203,3 +205,36 @@ def test_publish_with_a_display_walks_the_source_once(tmp_path, source, monkeypa
     assert len(walks) == 1
     assert totals == [total_bytes(source)]
     assert "published" in capsys.readouterr().out
+
+
+def test_sync_shows_byte_progress_then_clean_result_lines(tmp_path, source):
+    """No extra needed: the same display as the other commands, one per sync cycle."""
+    base = tmp_path / "exports"
+    assert run_in_pty("publish", str(source), str(base))[0] == 0
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    # Each downloaded file reports, then waits 0.3 s: the cycle outlasts the 0.5 s delay.
+    (hook / "sitecustomize.py").write_text(
+        "import time\n"
+        "import cloud_exporter.sync as s\n"
+        "_real = s.download_files\n"
+        "def _slow(storage, base, info, stage, progress, stop):\n"
+        "    def slow(n):\n"
+        "        progress(n)\n"
+        "        time.sleep(0.3)\n"
+        "    return _real(storage, base, info, stage, progress and slow, stop)\n"
+        "s.download_files = _slow\n"
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
+        code, out = run_in_pty("sync", str(base), str(tmp_path / "served"))
+        assert code == 0, out
+        drawn = re.findall(r"sync: ([\d.]+ [KMG]?i?B)  [\d.]+ [KMG]?i?B/s  [\d.]+ s", out)
+        assert drawn, out  # the library's own display (no tqdm, no extra to install)
+        synced = [line for line in screen_lines(out) if line.startswith("synced ")]
+        assert len(synced) == 1, out
+        assert out[: out.index("synced ")].endswith(CLEAR)  # erased before the result line
+        assert run_in_pty("publish", str(source), str(base))[0] == 0
+        code, out = run_in_pty("sync", str(base), str(tmp_path / "served"), "--json")
+        assert code == 0 and "sync:" not in out and "\x1b" not in out, out
+        assert json.loads(out.strip().splitlines()[-1])[0]["version"] > 0
