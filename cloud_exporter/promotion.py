@@ -144,7 +144,8 @@ def _promote_versioned(
     if existing is not None:
         raise VersionConflictError(f"{storage.uri(target)} holds another export")
     claim = claim_path(dst_root, info.version)
-    if not storage.create_exclusive(claim, f"promote-{os.getpid()}-{uuid.uuid4().hex}".encode()):
+    mine = f"promote-{os.getpid()}-{uuid.uuid4().hex}".encode()
+    if not storage.create_exclusive(claim, mine, durable=False):
         raise VersionConflictError(
             f"{storage.uri(target)} is being published or promoted by another writer (or a "
             "crashed one: prune removes its leftovers after grace_seconds)"

@@ -195,7 +195,8 @@ def _try_claim(
     claim (and any kept one above it) is seen. With ``newest`` the version must top them all.
     """
     claim, mine = claim_path(base, version), writer_id.encode()
-    if not storage.create_exclusive(claim, mine) and storage.read_bytes(claim, 256) != mine:
+    created = storage.create_exclusive(claim, mine, durable=False)
+    if not created and storage.read_bytes(claim, 256) != mine:
         return version + 1  # another writer's claim (ours, when a retried create lost its answer)
     # Both after the claim exists, independent of each other: sent together.
     found: dict[str, Any] = {}
@@ -206,7 +207,11 @@ def _try_claim(
         else:
             found[what] = _listed_versions(storage, base)
 
-    storage.run_parallel(look, ["marker", "listing"])
+    if storage.is_local:  # two system calls: a thread pool would cost more than it saves
+        look("marker")
+        look("listing")
+    else:
+        storage.run_parallel(look, ["marker", "listing"])
     committed, listed = found["marker"], found["listing"]
     highest = max(listed, default=-1)
     if not committed and version not in listed and not (newest and highest > version):

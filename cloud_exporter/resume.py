@@ -268,7 +268,9 @@ class Session:
         with self._lock:
             plan.staged.append(path)  # removed with the staging files, on success or abort
         try:
-            plan.storage.create_exclusive(path, encode_record(plan.records[f.relpath]))
+            plan.storage.create_exclusive(
+                path, encode_record(plan.records[f.relpath]), durable=False
+            )
         except StorageError as exc:  # resume is an optimisation: the publish goes on
             log.warning("could not write the upload record %s (%s)", plan.storage.uri(path), exc)
 

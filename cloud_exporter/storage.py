@@ -281,11 +281,13 @@ class Storage:
         return self._call("read", path, read)
 
     # -- writes ---------------------------------------------------------------------------
-    def create_exclusive(self, path: str, data: bytes) -> bool:
-        """Write ``data`` only if nothing exists at ``path``; False when something does."""
+    def create_exclusive(self, path: str, data: bytes, durable: bool = True) -> bool:
+        """Write ``data`` only if nothing exists at ``path``; False when something does.
+        On local disk a ``durable`` write is fsynced (markers); claims, records and journals
+        matter only while their writer lives and skip it."""
         try:
             if self.is_local:
-                self._write("create", path, _local_create_exclusive, path, data)
+                self._write("create", path, _local_create_exclusive, path, data, durable)
             elif self._is_memory:
                 with _memory_create_lock(path):
                     self._write("create", path, self.fs.pipe_file, path, data, mode="create")
@@ -422,7 +424,7 @@ def is_permission_denied(exc: OSError) -> bool:
     )
 
 
-def _local_create_exclusive(path: str, data: bytes) -> None:
+def _local_create_exclusive(path: str, data: bytes, durable: bool) -> None:
     for _ in range(100):  # another publisher may remove the empty parent between the two calls
         os.makedirs(os.path.dirname(path), exist_ok=True)
         try:
@@ -434,8 +436,9 @@ def _local_create_exclusive(path: str, data: bytes) -> None:
         raise FileNotFoundError(f"cannot create {path}: its directory keeps disappearing")
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
 
 
 # Errors of the HTTP stacks below fsspec that are not OSErrors (gcsfs, botocore).
