@@ -65,6 +65,17 @@ class Entry:
     mtime: float | None
     crc32c: str | None = None  # 8 hex digits, where the listing carries it (GCS)
 
+    @classmethod
+    def listed(cls, relpath: str, info: dict[str, Any]) -> Entry:
+        """An entry from one object of a listing: fsspec's info, S3 Contents or a GCS item."""
+        crc = info.get("crc32c")
+        return cls(
+            relpath,
+            int(info.get("size") or info.get("Size") or 0),
+            _mtime(info),
+            crc32c_hex(crc) if isinstance(crc, str) else None,
+        )
+
 
 def _memory_create_lock(path: str) -> threading.RLock:
     with _MEMORY_LOCKS_GUARD:
@@ -153,20 +164,11 @@ class Storage:
                 return []
             raise self._missing("list", prefix) from exc  # a missing prefix lists as empty
         root = prefix.rstrip("/") + "/"
-        entries = []
-        for path, info in found.items():
-            if info.get("type", "file") != "file" or not path.startswith(root):
-                continue
-            crc = info.get("crc32c")
-            entries.append(
-                Entry(
-                    path[len(root) :],
-                    int(info.get("size") or 0),
-                    _mtime(info),
-                    crc32c_hex(crc) if isinstance(crc, str) else None,
-                )
-            )
-        return entries
+        return [
+            Entry.listed(path[len(root) :], info)
+            for path, info in found.items()
+            if info.get("type", "file") == "file" and path.startswith(root)
+        ]
 
     def list_children(self, prefix: str) -> list[str]:
         """Names directly below ``prefix`` (objects and pseudo-directories), freshly listed."""

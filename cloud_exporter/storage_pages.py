@@ -13,11 +13,9 @@ in one piece by ``Storage.list_tree``, so every wrapper sees the call it expects
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fsspec.asyn import sync
-
-from .source import crc32c_hex
 
 if TYPE_CHECKING:
     from .storage import Entry, Storage
@@ -59,7 +57,7 @@ def _s3_page(
     more = {"ContinuationToken": token} if token else {}
     got = storage.real.call_s3("list_objects_v2", Bucket=bucket, Prefix=key, MaxKeys=size, **more)
     entries = [
-        Entry(obj["Key"][len(key) :], int(obj.get("Size") or 0), _timestamp(obj))
+        Entry.listed(obj["Key"][len(key) :], obj)
         for obj in got.get("Contents", [])
         if obj["Key"].startswith(key) and not obj["Key"].endswith("/")
     ]
@@ -74,24 +72,9 @@ def _gcs_page(
     real = storage.real
     more = {"pageToken": token} if token else {}
     got = sync(real.loop, real._call_list_objects, bucket, prefix=key, maxResults=size, **more)
-    entries = []
-    for obj in got.get("items", []):
-        name = obj["name"]
-        if not name.startswith(key) or name.endswith("/"):
-            continue
-        crc = obj.get("crc32c")
-        entries.append(
-            Entry(
-                name[len(key) :],
-                int(obj.get("size") or 0),
-                _timestamp(obj),
-                crc32c_hex(crc) if isinstance(crc, str) else None,
-            )
-        )
+    entries = [
+        Entry.listed(obj["name"][len(key) :], obj)
+        for obj in got.get("items", [])
+        if obj["name"].startswith(key) and not obj["name"].endswith("/")
+    ]
     return entries, got.get("nextPageToken")
-
-
-def _timestamp(obj: dict[str, Any]) -> float | None:
-    from .storage import _mtime
-
-    return _mtime(obj)
