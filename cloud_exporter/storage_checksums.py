@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING, Any
 import google_crc32c
 from fsspec.asyn import sync
 
-from .errors import ChecksumMismatchError, LocationNotFoundError, StorageError
+from .errors import (
+    ChecksumMismatchError,
+    InvalidSourceError,
+    LocationNotFoundError,
+    StorageError,
+)
 from .source import Digests, crc32c_b64, crc32c_hex, hash_file, read_hashed
 
 if TYPE_CHECKING:
@@ -183,11 +188,14 @@ def _gcs_resumable(
     try:
         with open(local_path, "rb") as f:
             while offset < size:
-                chunk = f.read(GCS_CHUNK)
-                if not chunk:
-                    raise OSError(f"{local_path} shrank while it was uploaded; publish again")
-                digests.update(chunk)
+                chunk = f.read(min(GCS_CHUNK, size - offset))
                 final = offset + len(chunk) >= size
+                if len(chunk) < min(GCS_CHUNK, size - offset) or (final and f.read(1)):
+                    raise InvalidSourceError(
+                        f"{local_path} changed size while it was uploaded ({size} bytes when "
+                        "the upload began); publish a directory that nothing writes to any more"
+                    )
+                digests.update(chunk)
                 declared = crc32c_b64(digests.crc32c) if final else None
                 try:
                     answer = _api(

@@ -481,3 +481,31 @@ def test_a_crash_inside_a_large_upload_publishes_nothing(
     assert ce.list_exports(backend.base, filesystem=backend.new_fs()) == []
     aborts = [c for c in fs.calls if c.method == "abort_upload"]
     assert len(aborts) == 1 and aborts[0].applied  # a failure (not a dead process) cleans up
+
+
+@pytest.mark.parametrize("change", ["grow", "shrink"])
+def test_a_large_gcs_upload_refuses_a_file_that_changes_size_mid_upload(
+    gcs_backend, tmp_path, monkeypatch, change
+):
+    from cloud_exporter import storage_checksums
+
+    monkeypatch.setattr(storage_checksums, "GCS_CHUNK", 1 << 20)
+    src = fake_saved_model(tmp_path / "model", seed=12, shard_bytes=(9 << 20) + 1)
+    shard = src / SHARD
+    real_send = storage_checksums._gcs_send
+
+    def changing(fs, location, chunk, where):
+        if where[0] == 0:  # after the first chunk was read, something writes to the file
+            if change == "grow":
+                with open(shard, "ab") as f:
+                    f.write(b"more")
+            else:
+                os.truncate(shard, 3 << 20)
+        return real_send(fs, location, chunk, where)
+
+    monkeypatch.setattr(storage_checksums, "_gcs_send", changing)
+    with pytest.raises(ce.InvalidSourceError, match=r"variables\.data.*changed size"):
+        ce.publish(src, gcs_backend.base, filesystem=gcs_backend.new_fs())
+    fresh = gcs_backend.new_fs()
+    assert ce.list_exports(gcs_backend.base, filesystem=fresh) == []
+    assert [p for p in fresh.find(gcs_backend.strip(gcs_backend.base)) if p.endswith(SHARD)] == []
