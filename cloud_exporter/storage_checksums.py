@@ -72,7 +72,7 @@ def upload_hashed(storage: Storage, local_path: str, remote: str, sha256: bool) 
                 storage._write("upload", remote, storage.fs.pipe_file, remote, data, **declare)
             elif storage.kind == "s3":
                 with storage._large_file:  # memory ~ parts in flight x TRANSFER_CHUNK
-                    digests = _s3_multipart(storage, local_path, remote, sha256)
+                    digests = _s3_multipart(storage, local_path, remote, size, sha256)
             elif storage.kind == "gcs":
                 with storage._large_file:  # memory ~ one GCS_CHUNK
                     digests = _gcs_resumable(storage, local_path, remote, size, sha256)
@@ -93,7 +93,9 @@ def upload_hashed(storage: Storage, local_path: str, remote: str, sha256: bool) 
     ) from last
 
 
-def _s3_multipart(storage: Storage, local_path: str, remote: str, sha256: bool) -> Digests:
+def _s3_multipart(
+    storage: Storage, local_path: str, remote: str, size: int, sha256: bool
+) -> Digests:
     """A multipart upload that reads the file once, part by part (PARTS_IN_FLIGHT parts in
     flight): each part declares its CRC32C, and the completion declares the whole file's
     CRC32C as a FULL_OBJECT checksum, so S3 checks every part and the object, and HEAD
@@ -136,11 +138,15 @@ def _s3_multipart(storage: Storage, local_path: str, remote: str, sha256: bool) 
     try:
         with open(local_path, "rb") as f, ThreadPoolExecutor(PARTS_IN_FLIGHT) as pool:
             futures = []
+            sent = 0
             while chunk := f.read(TRANSFER_CHUNK):
                 digests.update(chunk)
+                sent += len(chunk)
                 slots.acquire()  # at most PARTS_IN_FLIGHT parts held in memory
                 futures.append(pool.submit(part, len(futures) + 1, chunk))
             parts = [future.result() for future in futures]
+        if sent != size:  # before the completion: no object is made of it
+            raise _changed_size(local_path, size)
         ours = crc32c_b64(digests.crc32c)
         done = _api(
             storage,
@@ -191,10 +197,7 @@ def _gcs_resumable(
                 chunk = f.read(min(GCS_CHUNK, size - offset))
                 final = offset + len(chunk) >= size
                 if len(chunk) < min(GCS_CHUNK, size - offset) or (final and f.read(1)):
-                    raise InvalidSourceError(
-                        f"{local_path} changed size while it was uploaded ({size} bytes when "
-                        "the upload began); publish a directory that nothing writes to any more"
-                    )
+                    raise _changed_size(local_path, size)  # before the object completes
                 digests.update(chunk)
                 declared = crc32c_b64(digests.crc32c) if final else None
                 try:
@@ -235,6 +238,13 @@ def _finished(storage: Storage, remote: str) -> dict[str, Any]:
         return dict(storage._call("stat", remote, storage.real.info, remote))
     except FileNotFoundError:
         raise storage._missing("upload", remote) from None
+
+
+def _changed_size(local_path: str, size: int) -> InvalidSourceError:
+    return InvalidSourceError(
+        f"{local_path} changed size while it was uploaded ({size} bytes when the upload "
+        "began); publish a directory that nothing writes to any more"
+    )
 
 
 def _gcs_start(fs: Any, bucket: str, key: str, kind: str) -> str:

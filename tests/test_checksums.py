@@ -484,28 +484,37 @@ def test_a_crash_inside_a_large_upload_publishes_nothing(
 
 
 @pytest.mark.parametrize("change", ["grow", "shrink"])
-def test_a_large_gcs_upload_refuses_a_file_that_changes_size_mid_upload(
-    gcs_backend, tmp_path, monkeypatch, change
+@pytest.mark.parametrize("backend_name", ["s3", "gcs"])
+def test_a_large_upload_refuses_a_file_that_changes_size_mid_upload(
+    request, tmp_path, monkeypatch, backend_name, change
 ):
     from cloud_exporter import storage_checksums
 
     monkeypatch.setattr(storage_checksums, "GCS_CHUNK", 1 << 20)
-    src = fake_saved_model(tmp_path / "model", seed=12, shard_bytes=(9 << 20) + 1)
+    backend = servers.server_backend_for(request, backend_name)
+    # S3: 6 parts, more than PARTS_IN_FLIGHT, so the reader is still reading when the first
+    # part goes out; GCS: 1 MiB chunks, read one at a time.
+    shard_bytes = (17 << 20) + 1 if backend_name == "gcs" else (41 << 20) + 1
+    src = fake_saved_model(tmp_path / "model", seed=12, shard_bytes=shard_bytes)
     shard = src / SHARD
-    real_send = storage_checksums._gcs_send
+    first = "upload_chunk" if backend_name == "gcs" else "upload_part"
 
-    def changing(fs, location, chunk, where):
-        if where[0] == 0:  # after the first chunk was read, something writes to the file
+    def write_to_the_file(method, path):
+        if method == first:  # the first chunk or part is read: something writes to the file
             if change == "grow":
                 with open(shard, "ab") as f:
                     f.write(b"more")
             else:
                 os.truncate(shard, 3 << 20)
-        return real_send(fs, location, chunk, where)
+        return False
 
-    monkeypatch.setattr(storage_checksums, "_gcs_send", changing)
+    rule = FailOn(predicate=write_to_the_file)
+    fs = FaultyFileSystem(backend.new_fs(), fail_on=[rule])
     with pytest.raises(ce.InvalidSourceError, match=r"variables\.data.*changed size"):
-        ce.publish(src, gcs_backend.base, filesystem=gcs_backend.new_fs())
-    fresh = gcs_backend.new_fs()
-    assert ce.list_exports(gcs_backend.base, filesystem=fresh) == []
-    assert [p for p in fresh.find(gcs_backend.strip(gcs_backend.base)) if p.endswith(SHARD)] == []
+        ce.publish(src, backend.base, filesystem=fs)
+    fresh = backend.new_fs()
+    assert ce.list_exports(backend.base, filesystem=fresh) == []
+    assert [p for p in fresh.find(backend.strip(backend.base)) if p.endswith(SHARD)] == []
+    if backend_name == "s3":  # the multipart upload was aborted, not completed
+        bucket = backend.strip(backend.base).split("/", 1)[0]
+        assert fresh.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads") is None
