@@ -20,7 +20,7 @@ from .layout import MARKER_NAME, marker_path, parse_version, version_dir
 from .marker import MAX_MARKER_BYTES, ExportInfo, FileRecord, parse_marker
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .storage import Entry, Storage, resolve
-from .storage_pages import list_pages
+from .storage_pages import list_pages, paged
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,10 @@ def scan_base(storage: Storage, base: str) -> tuple[BaseListing, list[ExportInfo
     on: the markers of each page are read (on one worker, READS_IN_FLIGHT at a time) while
     the next page is fetched. Returns (listing, valid exports ascending, invalid)."""
     listing, reads = BaseListing(), []
+    if not paged(storage):  # one page: nothing to overlap, no worker to start
+        marked = _add_entries(listing, next(iter(list_pages(storage, base))))
+        valid, invalid = _judge(storage, base, _markers(listing, marked)) if marked else ([], {})
+        return listing, sorted(valid, key=lambda e: e.version), invalid
     with ThreadPoolExecutor(1) as reader:
         for page in list_pages(storage, base):
             marked = _add_entries(listing, page)

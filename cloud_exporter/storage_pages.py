@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 PAGE_SIZE = 1000  # objects per listing request (the most either store returns in one page)
 
 
+def paged(storage: Storage) -> bool:
+    """Whether ``list_pages`` lists ``storage`` page by page (S3 and GCS, unwrapped); other
+    filesystems, and any filesystem under a wrapper, come as one page."""
+    return storage.fs is storage.real and storage.kind in ("s3", "gcs")
+
+
 def list_pages(
     storage: Storage, prefix: str, page_size: int | None = None
 ) -> Iterator[list[Entry]]:
@@ -30,7 +36,7 @@ def list_pages(
     (``page_size`` objects, default PAGE_SIZE); relative paths as ``Storage.list_tree`` gives
     them. Each page request is retried on its own; a missing bucket raises
     LocationNotFoundError."""
-    if storage.fs is not storage.real or storage.kind not in ("s3", "gcs"):
+    if not paged(storage):
         yield storage.list_tree(prefix)
         return
     page = _s3_page if storage.kind == "s3" else _gcs_page
