@@ -223,7 +223,7 @@ def _gcs_resumable(
     stored = crc32c_hex(answer.get("crc32c", "")) if isinstance(answer, dict) else None
     if stored is not None and stored != digests.crc32c:
         # The store kept other bytes than we sent (fake-gcs-server appends a chunk sent twice
-        # after a lost response; real GCS answers 400 to a mismatched X-Goog-Hash instead).
+        # after a lost response). Not committed (no marker yet): delete it, count a rejection.
         with contextlib.suppress(Exception):
             storage._write("delete", remote, storage.fs.rm_file, remote)
         raise OSError(f"400 crc32c mismatch: the store computed {stored}, ours {digests.crc32c}")
