@@ -256,16 +256,10 @@ def commit_marker(
         check_contents(storage, directory, manifest, "after commit", ignore, fix)
 
     try:
-        storage.run_parallel(
-            _call, [check_again] if alongside is None else [check_again, alongside]
-        )
+        storage.together(check_again, *([alongside] if alongside else []))
     except CorruptExportError:
         storage.delete_one(path)
         raise
-
-
-def _call(job: Callable[[], None]) -> None:
-    job()
 
 
 def write_marker(plan: Plan, cleanup: Callable[[Plan], None]) -> None:

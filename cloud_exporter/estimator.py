@@ -241,18 +241,23 @@ class _PublishingExporter(_StockExporter):
         return {k: v for k, v in self._storage.items() if k != "mode"}
 
     def _retain(
-        self, base: str, keep: int, exports_to_keep: int, pinned: Sequence[int] = (), **kw: Any
+        self,
+        base: str,
+        keep: int,
+        exports_to_keep: int,
+        pinned: Sequence[int] = (),
+        committed: ExportInfo | None = None,
     ) -> None:
         """After a commit: prune ours to ``keep`` (plus ``pinned``), then drop the oldest
         complete stock exports beyond ``exports_to_keep``, both from the prune's one listing.
-        ``committed`` (in ``kw``): the export just published. Storage failures are logged; the
-        next export retries."""
+        ``committed``: the export just published. Storage failures are logged; the next export
+        retries."""
         options = self._options()
         try:
             fs, root = resolve(base, options["filesystem"], options["storage_options"])
             storage = Storage(fs, options["retry"])
             policies = build_policies(keep, None, None, pinned)
-            report, listing = prune_in(storage, root, policies, committed=kw.get("committed"))
+            report, listing = prune_in(storage, root, policies, committed=committed)
         except StorageError as exc:
             log.error(
                 "%s: exported, but pruning %s failed (%s); retried after the next export",

@@ -90,9 +90,8 @@ def scan_base(storage: Storage, base: str) -> tuple[BaseListing, list[ExportInfo
     the next page is fetched. Returns (listing, valid exports ascending, invalid)."""
     listing, reads = BaseListing(), []
     if not paged(storage):  # one page: nothing to overlap, no worker to start
-        marked = _add_entries(listing, next(iter(list_pages(storage, base))))
-        valid, invalid = _judge(storage, base, _markers(listing, marked)) if marked else ([], {})
-        return listing, sorted(valid, key=lambda e: e.version), invalid
+        marked = _add_entries(listing, storage.list_tree(base))
+        return (listing, *_judge(storage, base, _markers(listing, marked)))
     with ThreadPoolExecutor(1) as reader:
         for page in list_pages(storage, base):
             marked = _add_entries(listing, page)

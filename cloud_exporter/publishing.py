@@ -3,13 +3,11 @@ itself), optionally prune."""
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ._version import __version__
@@ -122,15 +120,7 @@ def _claim_and_look(
         found["session"] = Session(storage, base, files)
 
     try:
-        if resume and storage.lists_beside_writes:  # the look on a worker, the claim here
-            with ThreadPoolExecutor(1) as pool:
-                looking = pool.submit(contextvars.copy_context().run, look)
-                claim()  # on failure, leaving the block waits for the look; its error is moot
-                looking.result()
-        else:
-            claim()
-            if resume:
-                look()
+        storage.together(claim, *([look] if resume else []))  # the claim on this thread
     except BaseException:
         if "version" in found:  # ours, and nothing is written under it yet
             try:
@@ -207,11 +197,7 @@ def _try_claim(
         else:
             found[what] = _listed_versions(storage, base)
 
-    if storage.is_local:  # two system calls: a thread pool would cost more than it saves
-        look("marker")
-        look("listing")
-    else:
-        storage.run_parallel(look, ["marker", "listing"])
+    storage.together(lambda: look("marker"), lambda: look("listing"))
     committed, listed = found["marker"], found["listing"]
     highest = max(listed, default=-1)
     if not committed and version not in listed and not (newest and highest > version):

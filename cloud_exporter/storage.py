@@ -94,9 +94,6 @@ class Storage:
         real = innermost(fs)
         self.is_local = isinstance(real, LocalFileSystem)
         self._is_memory = isinstance(real, MemoryFileSystem)
-        # fsspec's memory filesystem iterates its shared dict to list: a listing beside a
-        # delete on another thread can raise "dictionary changed size during iteration".
-        self.lists_beside_writes = not self._is_memory
         self._put_options = _bounded_put_options(real)
         self._get_options = _bounded_get_options(real)
         self._large_file = threading.Semaphore(1)  # one multipart upload at a time
@@ -335,6 +332,26 @@ class Storage:
         with ThreadPoolExecutor(min(self.concurrency, len(items))) as pool:
             futures = [pool.submit(contextvars.copy_context().run, fn, item) for item in items]
             errors = [f.exception() for f in futures]
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+
+    def together(self, *jobs: Callable[[], Any]) -> None:
+        """Run independent requests at once (one round trip for all), the first on this
+        thread; the first job's error wins, else the first other error. On local disk and
+        memory:// they run in order, stopping at an error: there is no round trip to overlap,
+        and fsspec's memory filesystem iterates its shared dict to list, so a listing beside a
+        write on another thread can fail ("dictionary changed size during iteration")."""
+        if self.is_local or self._is_memory or len(jobs) < 2:
+            for job in jobs:
+                job()
+            return
+        with ThreadPoolExecutor(len(jobs) - 1) as pool:
+            others = [pool.submit(contextvars.copy_context().run, job) for job in jobs[1:]]
+            try:
+                jobs[0]()
+            finally:  # leaving the block waits for the others; if the first failed, moot
+                errors = [f.exception() for f in others]
         first = next((e for e in errors if e is not None), None)
         if first is not None:
             raise first

@@ -270,11 +270,15 @@ def _gcs_send(
             head["X-Goog-Hash"] = f"crc32c={declared}"
         piece = memoryview(chunk)[start - offset :]
         headers, text = sync(fs.loop, fs._call, "POST", location, headers=head, data=piece)
-        persisted = headers.get("Range")
-        if persisted and int(str(persisted).rsplit("-", 1)[1]) + 1 < end:
-            start = int(str(persisted).rsplit("-", 1)[1]) + 1
-            continue
-        return json.loads(text) if text else None
+        persisted = headers.get("Range")  # "bytes=0-N": what the session holds so far
+        held = int(str(persisted).rsplit("-", 1)[1]) + 1 if persisted else end
+        if held >= end:
+            return json.loads(text) if text else None
+        if held <= start:  # no progress, or bytes of earlier chunks lost: give up on it
+            raise OSError(
+                f"the upload session holds {held} bytes after a chunk sent from byte {start}"
+            )
+        start = held
 
 
 def _gcs_abort(fs: Any, location: str) -> None:
