@@ -95,7 +95,7 @@ PROFILES = {
         request_files=25,
         list_exports=1000,
         cli_reps=3,
-        estimator_evals=12,
+        estimator_evals=30,
     ),
     "large": Profile(
         name="large",
@@ -108,7 +108,7 @@ PROFILES = {
         request_files=25,
         list_exports=1000,
         cli_reps=3,
-        estimator_evals=12,
+        estimator_evals=30,
     ),
 }
 

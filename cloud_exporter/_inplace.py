@@ -81,6 +81,8 @@ def publish_written(
 def _with_assets(export_dir: str, assets: Mapping[str, str] | None) -> list[Any]:
     """Validate the export and ``assets_extra`` (nothing written on error), then copy each extra
     into ``assets.extra/`` of the export (it is published from there, as stock exports hold it)."""
+    if not assets:
+        return scan_source(export_dir)
     scan_source(export_dir, assets)
     for dest, src in (assets or {}).items():
         target = os.path.join(export_dir, ASSETS_EXTRA_DIRNAME, *dest.split("/"))

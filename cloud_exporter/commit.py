@@ -21,7 +21,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -113,6 +113,7 @@ def split_last(items: Sequence[T], path: Callable[[T], str]) -> tuple[list[T], l
 
 LOCAL_BATCH_BELOW = 1 << 20  # local files smaller than this are copied in batches ...
 LOCAL_BATCH_FILES = 32  # ... of this many files per task
+LOCAL_INLINE_BELOW = 4 << 20  # a local tree smaller than this is copied on the calling thread
 
 
 def transfer_hashed(
@@ -133,7 +134,12 @@ def transfer_hashed(
     if not plan.storage.is_local:
         plan.storage.run_parallel(one, ordered)
         return
-    # Local disk: a task per small file costs more than its copy; small files go in batches.
+    # Local disk: a task per small file costs more than its copy; small files go in batches,
+    # and a small tree (an estimator's export) in one: threads cost more than they save there.
+    if sum(f.size for f in files) < LOCAL_INLINE_BELOW:
+        for f in ordered:
+            one(f)
+        return
     large = [[f] for f in ordered if f.size >= LOCAL_BATCH_BELOW]
     small = [f for f in ordered if f.size < LOCAL_BATCH_BELOW]
     batches = [small[i : i + LOCAL_BATCH_FILES] for i in range(0, len(small), LOCAL_BATCH_FILES)]
@@ -161,15 +167,22 @@ def copy_files(
     relpaths: Sequence[str],
     placed: list[str],
     copy: Copier | None = None,
+    sizes: Mapping[str, int] | None = None,
 ) -> None:
     """Server-side copy of ``relpaths`` from ``src_dir`` to ``dst_dir`` (recorded in ``placed``)
-    by ``copy`` (default ``storage.copy``)."""
+    by ``copy`` (default ``storage.copy``, told the ``sizes`` by relative path if known)."""
     pairs = [(join(src_dir, p), join(dst_dir, p)) for p in relpaths]
     if storage.is_local:  # local copies do not create parent directories
         for _, dst in pairs:
             os.makedirs(os.path.dirname(dst), exist_ok=True)
     placed.extend(dst for _, dst in pairs)
-    (copy or storage.copy)(pairs)
+    if copy is not None:
+        copy(pairs)
+        return
+    known = sizes or {}
+    storage.copy(
+        pairs, {src: known[p] for p, (src, _) in zip(relpaths, pairs, strict=True) if p in known}
+    )
 
 
 def copy_into_place(
@@ -179,11 +192,12 @@ def copy_into_place(
     relpaths: Sequence[str],
     placed: list[str],
     copy: Copier | None = None,
+    sizes: Mapping[str, int] | None = None,
 ) -> None:
     """Copy every other file first, then saved_model.pb: a loader that polls for it finds the
     rest already there."""
     for group in split_last(relpaths, str):
-        copy_files(storage, src_dir, dst_dir, group, placed, copy)
+        copy_files(storage, src_dir, dst_dir, group, placed, copy, sizes)
 
 
 def check_contents(
@@ -298,6 +312,8 @@ class _Strategy:
         (with ``keep_staged``, the staging uploads and their records stay for a resume)."""
         storage = plan.storage
         try:
+            if plan.resume is not None:  # upload records still being written land first
+                plan.resume.settle(raise_errors=False)
             if our_marker_committed(plan):
                 log.warning("publish failed after its marker landed: %s is committed", plan.target)
                 return
@@ -322,12 +338,14 @@ class StagedCopy(_Strategy):
     def commit(self, plan: Plan) -> None:
         fresh = plan.files if plan.resume is None else plan.resume.reuse(plan)
         upload_hashed(plan, plan.staging, fresh, plan.staged)
-        # One listing instead of a HEAD per copy: s3fs takes each source's size from it.
-        plan.storage.list_tree(plan.staging)
         relpaths = [f.relpath for f in sorted(plan.files, key=lambda f: -f.size)]
-        # A resume copies reused objects from the staging they were proven in (resume.py).
+        # The sizes are known: no listing or HEAD before the copies. A resume copies reused
+        # objects from the staging they were proven in (resume.py).
+        sizes = {f.relpath: f.size for f in plan.files}
         copy = None if plan.resume is None else partial(plan.resume.place, plan)
-        copy_into_place(plan.storage, plan.staging, plan.target, relpaths, plan.placed, copy)
+        copy_into_place(plan.storage, plan.staging, plan.target, relpaths, plan.placed, copy, sizes)
+        if plan.resume is not None:
+            plan.resume.settle()  # the upload records written beside the copies
         write_marker(plan, self.cleanup)
 
 

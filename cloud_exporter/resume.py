@@ -28,6 +28,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from .errors import LocationNotFoundError, StorageError
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 RECORDS_DIRNAME = ".cloud-exporter-uploaded"
 _FORMAT = 1
 _RECORD_LIMIT = 1 << 16
+RECORD_WRITERS = 4  # threads writing upload records beside the uploads and copies
 _collectors: contextvars.ContextVar[list[Session] | None] = contextvars.ContextVar(
     "cloud_exporter_resume_sessions", default=None
 )
@@ -159,6 +161,8 @@ class Session:
         self.reused_bytes = 0
         self._placed: set[str] = set()
         self._lock = threading.Lock()
+        self._writer: ThreadPoolExecutor | None = None  # started by the first ``step``
+        self._pending: list[Future[None]] = []
         sessions = _collectors.get()
         if sessions is not None:
             sessions.append(self)
@@ -214,18 +218,16 @@ class Session:
         is copied from the staging it was proven in, or uploaded again if it has gone since."""
         prefix = plan.staging + "/"
         by_relpath = {f.relpath: f for f in plan.files}
-        if not self._placed:  # one listing per source staging dir, not a HEAD per copy (s3fs)
-            owners = {s[: -len(r) - 1] for r, s in self.sources.items()}
-            plan.storage.run_parallel(plan.storage.list_tree, sorted(owners))
 
         def one(pair: tuple[str, str]) -> None:
             relpath = pair[0][len(prefix) :] if pair[0].startswith(prefix) else None
             source = self.sources.get(relpath) if relpath is not None else None
+            size = by_relpath[relpath].size if relpath in by_relpath else None
             if source is None or relpath is None:
-                plan.storage.copy([pair])
+                plan.storage.copy([pair], None if size is None else {pair[0]: size})
                 return
-            try:
-                plan.storage.copy([(source, pair[1])])
+            try:  # the proven object has the file's size: no look-up before the copy
+                plan.storage.copy([(source, pair[1])], {source: by_relpath[relpath].size})
             except LocationNotFoundError as exc:  # gone since the proof: upload it instead
                 log.info("cannot reuse %s (%s); uploading it", plan.storage.uri(source), exc)
                 self._upload(plan, by_relpath[relpath], pair)
@@ -255,18 +257,44 @@ class Session:
         # The manifest describes the bytes sent (the same as proven, unless the file changed).
         plan.records[f.relpath] = FileRecord(f.relpath, f.size, digests.sha256, digests.crc32c)
         self._write_record(plan, f)
-        plan.storage.copy([pair])
+        plan.storage.copy([pair], {pair[0]: f.size})
         if plan.on_file is not None:
             plan.on_file(f.size)
 
     def step(self, plan: Any, f: SourceFile) -> None:
-        """Called once ``f`` is uploaded and hashed (one pass): writes its record."""
-        self._write_record(plan, f)
+        """Called once ``f`` is uploaded and hashed (one pass): its record is written in the
+        background (the copies need not wait for it; ``settle`` waits before the commit).
+        On memory:// in line: fsspec's memory filesystem cannot list beside a write."""
+        if plan.storage._is_memory:
+            self._write_record(plan, f)
+            return
+        with self._lock:
+            plan.staged.append(record_path(plan.staging, f.relpath))  # removed with the rest
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(RECORD_WRITERS, "cloud-exporter-record")
+            run = contextvars.copy_context().run
+            self._pending.append(self._writer.submit(run, self._create_record, plan, f))
+
+    def settle(self, raise_errors: bool = True) -> None:
+        """Wait for the records ``step`` started; re-raise what is not a storage error (a
+        write that failed is only logged: resume is an optimisation)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            writer, self._writer = self._writer, None
+        for future in pending:
+            error = future.exception()
+            if error is not None and raise_errors:
+                raise error
+        if writer is not None:
+            writer.shutdown(wait=True)
 
     def _write_record(self, plan: Any, f: SourceFile) -> None:
+        with self._lock:  # removed with the staging files, on success or abort
+            plan.staged.append(record_path(plan.staging, f.relpath))
+        self._create_record(plan, f)
+
+    def _create_record(self, plan: Any, f: SourceFile) -> None:
         path = record_path(plan.staging, f.relpath)
-        with self._lock:
-            plan.staged.append(path)  # removed with the staging files, on success or abort
         try:
             plan.storage.create_exclusive(
                 path, encode_record(plan.records[f.relpath]), durable=False

@@ -212,7 +212,10 @@ def _delete_exports(storage: Storage, base: str, listing: BaseListing, doomed: l
                 rest.append(path)
     for phase in (markers, models, rest):
         storage.delete(phase)
-    leftovers = _still_there(storage, base, doomed, skip_republished=True)
+    if storage.exact_listings:  # local disk: the listing showed every file there was
+        leftovers = []
+    else:
+        leftovers = _still_there(storage, base, doomed, skip_republished=True)
     if leftovers:  # a lagging listing hid them the first time: delete again
         storage.delete(leftovers)
     for version in doomed:

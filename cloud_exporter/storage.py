@@ -19,10 +19,11 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from glob import has_magic
 from typing import Any, TypeVar
 
@@ -41,7 +42,8 @@ from .errors import (
 )
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .source import Digests, crc32c_hex, digest_stream
-from .storage_checksums import PARTS_IN_FLIGHT, TRANSFER_CHUNK
+from .storage_checksums import PARTS_IN_FLIGHT, TRANSFER_CHUNK, copy_sized
+from .storage_pages import list_pages, paged, walk_local
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,6 +95,8 @@ class Storage:
         self.concurrency = concurrency
         real = innermost(fs)
         self.is_local = isinstance(real, LocalFileSystem)
+        #: Listings that show exactly what is there (local disk, no wrapper): no listing lags.
+        self.exact_listings = self.is_local and fs is real
         self._is_memory = isinstance(real, MemoryFileSystem)
         self._put_options = _bounded_put_options(real)
         self._get_options = _bounded_get_options(real)
@@ -155,6 +159,10 @@ class Storage:
         """Every object below ``prefix``, from a fresh listing; [] when there is none."""
         self.forget(prefix)
         try:
+            if self.exact_listings:
+                return self._call("list", prefix, walk_local, prefix)
+            if paged(self):  # our own pages: an empty prefix costs one request, not three
+                return [e for page in list_pages(self, prefix) for e in page]
             found = self._call("list", prefix, self.fs.find, prefix, withdirs=False, detail=True)
         except FileNotFoundError as exc:
             if self.is_local or self._is_memory:
@@ -195,6 +203,8 @@ class Storage:
         paths with glob characters) are read again one by one, with retries."""
         if not paths:
             return {}
+        if self.exact_listings:  # local disk: a plain read each (no fsspec batch to set up)
+            return {p: self.read_bytes(p, limit) for p in paths}
         batch = [p for p in paths if not has_magic(p)]  # the rest: literal single reads
         for path in batch:  # the batch may consult cached listings of each object's folder
             self.fs.invalidate_cache(path)
@@ -304,21 +314,27 @@ class Storage:
         """The CRC32C the store keeps per object (see ``checksummed.stored_checksums``)."""
         return checksummed.stored_checksums(self, prefix, relpaths)
 
-    def copy(self, pairs: Sequence[tuple[str, str]]) -> None:
+    def copy(
+        self, pairs: Sequence[tuple[str, str]], sizes: Mapping[str, int] | None = None
+    ) -> None:
         """Server-side copy of ``(src, dst)`` pairs, concurrently (no bytes through the client).
 
-        s3fs takes the source's size from its listings cache when it has one; another thread
+        ``sizes`` (source path: bytes), where the caller knows them, spare S3 the look-up of
+        each source's size: one CopyObject per file (``storage_checksums.copy_sized``). Else
+        s3fs takes the size from its listings cache when it has one, or a HEAD; another thread
         sharing the instance may have cached a listing from before the source was written. A
         not-found answer therefore drops that cache and tries again before it counts."""
+        known = sizes or {}
 
         def one(pair: tuple[str, str]) -> None:
+            copy = partial(copy_sized, self, known[pair[0]]) if pair[0] in known else None
             for _ in range(2):
                 try:
-                    self._call("copy", pair[1], self.fs.cp_file, *pair)
+                    self._call("copy", pair[1], copy or self.fs.cp_file, *pair)
                     return
                 except FileNotFoundError:
                     self.forget(pair[0])
-            self._write("copy", pair[1], self.fs.cp_file, *pair)
+            self._write("copy", pair[1], copy or self.fs.cp_file, *pair)
 
         self.run_parallel(one, pairs)
 

@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 TRANSFER_CHUNK = 8 << 20  # multipart part size; files up to this size go in one request
 GCS_CHUNK = 32 << 20  # a resumable upload's chunk (a multiple of 256 KiB, as GCS requires)
 PARTS_IN_FLIGHT = 4  # concurrent parts of the one large upload allowed at a time (s3fs)
+#: Files up to this size go in one request on S3 and GCS even above TRANSFER_CHUNK, one such
+#: file at a time: the bytes held are those of the parts a multipart upload keeps in flight,
+#: and one request costs less than create + parts + complete (or initiate + chunks).
+SINGLE_REQUEST_MAX = PARTS_IN_FLIGHT * TRANSFER_CHUNK
 HEADS_IN_FLIGHT = 16  # concurrent HeadObject requests of a deep verify on S3
 REJECTED_UPLOAD_TRIES = 3  # an upload the store rejects for its checksum is sent this often
 _REJECTION_MARKERS = ("baddigest", "checksum", "crc32c", "md5")
@@ -56,8 +60,9 @@ def upload_hashed(storage: Storage, local_path: str, remote: str, sha256: bool) 
     """Upload one file declaring its CRC32C, so that the store rejects corrupted bytes.
 
     Every file is read once: the bytes hashed are the bytes sent. Up to TRANSFER_CHUNK in
-    one request; larger files as an S3 multipart upload (``_s3_multipart``) or a GCS
-    resumable upload (``_gcs_resumable``), chunk by chunk. Declared: GCS crc32c in the
+    one request, as many at once as the caller runs; up to SINGLE_REQUEST_MAX in one request
+    too, one such file at a time; larger files as an S3 multipart upload (``_s3_multipart``)
+    or a GCS resumable upload (``_gcs_resumable``), chunk by chunk. Declared: GCS crc32c in the
     upload metadata, or in X-Goog-Hash on a resumable upload's final chunk (and compared
     with the crc32c of the object the store answers); S3 ChecksumCRC32C on single-request
     uploads, per part plus a FULL_OBJECT CRC32C on multipart ones. A rejected upload is sent
@@ -67,9 +72,10 @@ def upload_hashed(storage: Storage, local_path: str, remote: str, sha256: bool) 
     for attempt in range(1, REJECTED_UPLOAD_TRIES + 1):
         try:
             if size <= TRANSFER_CHUNK:
-                data, digests = read_hashed(local_path, sha256)
-                declare = _declare(storage, digests, single=True)
-                storage._write("upload", remote, storage.fs.pipe_file, remote, data, **declare)
+                digests = _single_request(storage, local_path, remote, sha256)
+            elif size <= SINGLE_REQUEST_MAX and storage.kind in ("s3", "gcs"):
+                with storage._large_file:  # memory ~ one file of SINGLE_REQUEST_MAX at most
+                    digests = _single_request(storage, local_path, remote, sha256)
             elif storage.kind == "s3":
                 with storage._large_file:  # memory ~ parts in flight x TRANSFER_CHUNK
                     digests = _s3_multipart(storage, local_path, remote, size, sha256)
@@ -91,6 +97,14 @@ def upload_hashed(storage: Storage, local_path: str, remote: str, sha256: bool) 
         f"not match the CRC32C of {local_path} ({last}); check the disk and network, then "
         "publish again"
     ) from last
+
+
+def _single_request(storage: Storage, local_path: str, remote: str, sha256: bool) -> Digests:
+    """One request carrying the whole file and its declared CRC32C."""
+    data, digests = read_hashed(local_path, sha256)
+    declare = _declare(storage, digests, single=True)
+    storage._write("upload", remote, storage.fs.pipe_file, remote, data, **declare)
+    return digests
 
 
 def _s3_multipart(
@@ -293,7 +307,7 @@ def _api(storage: Storage, method: str, remote: str, fn: Any, *args: Any, **kw: 
 
 
 def _through_faults(
-    storage: Storage, method: str, remote: str, fn: Any, *args: Any, **kw: Any
+    storage: Storage, method: str, remote: str | list[str], fn: Any, *args: Any, **kw: Any
 ) -> Any:
     """``fn(*args, **kw)`` once, through the fault layer where one wraps the filesystem (so
     tests can fail or crash these calls like any other)."""
@@ -361,6 +375,18 @@ def _allow_gcs_crc32c_upload_field() -> None:
 
 
 S3_COPY_OBJECT_LIMIT = 5 << 30  # the largest object one CopyObject request may copy
+
+
+def copy_sized(storage: Storage, size: int, src: str, dst: str) -> None:
+    """Copy ``src`` (``size`` bytes, known to the caller) to ``dst`` server-side, once. On S3
+    up to 5 GiB: one CopyObject, without the HEAD or listing s3fs's ``cp_file`` sends first
+    to learn the size (a round trip before every round of copies). It keeps the source's
+    CRC32C, as ``cp_file``'s CopyObject does; a missing source raises FileNotFoundError."""
+    real = storage.real
+    if storage.kind != "s3" or size > S3_COPY_OBJECT_LIMIT:
+        storage.fs.cp_file(src, dst)
+        return
+    _through_faults(storage, "cp_file", [src, dst], sync, real.loop, real._copy_basic, src, dst)
 
 
 def _single_request_s3_copies() -> None:

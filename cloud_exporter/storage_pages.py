@@ -8,10 +8,15 @@ calls). S3: ListObjectsV2 pages; GCS: objects.list pages (the JSON API's own pag
 1000). Both take prefixes literally, and no fsspec listing cache is read or filled. Any other
 filesystem, and a filesystem wrapped by another layer (the fault-injection layer), is listed
 in one piece by ``Storage.list_tree``, so every wrapper sees the call it expects.
+
+Local disk (unwrapped) is walked with ``os.scandir`` (``walk_local``): one ``stat`` per file,
+about a third of the time of fsspec's ``find``, which builds an info dict per entry; the same
+entries as ``find``'s files.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -84,3 +89,34 @@ def _gcs_page(
         if obj["name"].startswith(key) and not obj["name"].endswith("/")
     ]
     return entries, got.get("nextPageToken")
+
+
+def walk_local(prefix: str) -> list[Entry]:
+    """Every regular file below the local directory ``prefix``, sorted by relative path; links
+    are left out, as fsspec's ``find`` leaves them out (it types them "other"), so no link
+    cycle can trap the walk. FileNotFoundError if ``prefix`` is not a directory; entries
+    removed while the walk runs are left out."""
+    from .storage import Entry
+
+    entries: list[Entry] = []
+    root = prefix.rstrip("/") or "/"
+    pending = [("", root)]  # folders still to read; one open at a time (no fd per folder)
+    while pending:
+        rel, folder = pending.pop()
+        try:
+            with os.scandir(folder) as listing:
+                for item in listing:
+                    try:
+                        if item.is_dir(follow_symlinks=False):
+                            pending.append((f"{rel}{item.name}/", item.path))
+                        elif item.is_file(follow_symlinks=False):
+                            info = item.stat(follow_symlinks=False)
+                            entries.append(Entry(rel + item.name, info.st_size, info.st_mtime))
+                    except (FileNotFoundError, NotADirectoryError):
+                        continue  # removed meanwhile
+        except (FileNotFoundError, NotADirectoryError):
+            if not rel:
+                raise FileNotFoundError(prefix) from None
+            continue  # a folder removed meanwhile
+    entries.sort(key=lambda e: e.relpath)
+    return entries

@@ -250,6 +250,45 @@ def test_a_ranged_copy_refuses_a_file_whose_size_changed(tmp_path, monkeypatch, 
 
 
 SHARD = "variables/variables.data-00000-of-00001"
+MULTIPART_CALLS = {"create_multipart_upload", "upload_part", "complete_multipart_upload"}
+RESUMABLE_CALLS = {"initiate_upload", "upload_chunk"}
+
+
+@pytest.fixture
+def multipart_above_8_mib(monkeypatch):
+    """The multipart and resumable tests below use 9-17 MiB files, which go in one request by
+    default (up to SINGLE_REQUEST_MAX): the limit is lowered to the part size for them."""
+    from cloud_exporter import storage_checksums
+
+    monkeypatch.setattr(storage_checksums, "SINGLE_REQUEST_MAX", storage_checksums.TRANSFER_CHUNK)
+
+
+@pytest.mark.parametrize("backend_name", ["s3", "gcs"])
+@pytest.mark.parametrize(
+    ("shard_bytes", "single"),
+    [((17 << 20) + 5, True), ((33 << 20) + 1, False)],
+    ids=["17MiB", "33MiB"],
+)
+def test_files_up_to_32_mib_go_in_one_request_with_their_crc32c(
+    request, tmp_path, backend_name, shard_bytes, single
+):
+    backend = servers.server_backend_for(request, backend_name)
+    src = fake_saved_model(tmp_path / "model", seed=13, shard_bytes=shard_bytes)
+    fs = FaultyFileSystem(backend.new_fs())
+    info = ce.publish(src, backend.base + " [x]*?#%", filesystem=fs)
+    split = {c.method for c in fs.calls} & (MULTIPART_CALLS | RESUMABLE_CALLS)
+    wanted = MULTIPART_CALLS if backend_name == "s3" else RESUMABLE_CALLS
+    assert split == (set() if single else wanted)
+    [shard] = [f for f in info.files if f.path == SHARD]
+    remote = backend.strip(info.uri) + "/" + SHARD
+    assert backend.fs.cat_file(remote) == (src / SHARD).read_bytes()
+    if backend_name == "s3" and single:  # the declared CRC32C, kept by the store
+        head = _head(backend.fs, remote)
+        assert head["ChecksumCRC32C"] == base64.b64encode(bytes.fromhex(shard.crc32c)).decode()
+    if backend_name == "gcs":
+        assert backend.fs.info(remote)["crc32c"] == crc32c_b64(shard.crc32c)
+
+
 # A stand-in for the `crc32c` package that moto looks for (real S3 computes real CRC32C; moto
 # without that package computes CRC32 under the CRC32C name).
 CRC32C_SHIM = """import google_crc32c
@@ -279,6 +318,7 @@ def _head(fs, path: str) -> dict:
     return fs.call_s3("head_object", Bucket=bucket, Key=key, ChecksumMode="ENABLED")
 
 
+@pytest.mark.usefixtures("multipart_above_8_mib")
 @pytest.mark.parametrize("mode", ["staged", "direct"])
 def test_a_multipart_s3_upload_carries_a_full_object_crc32c(crc32c_s3, tmp_path, monkeypatch, mode):
     import s3fs.core
@@ -306,6 +346,7 @@ def test_a_multipart_s3_upload_carries_a_full_object_crc32c(crc32c_s3, tmp_path,
         ce.verify_export(base, info.version, deep=True, storage_options=options)
 
 
+@pytest.mark.usefixtures("multipart_above_8_mib")
 def test_moto_without_crc32c_records_crc32_and_deep_verify_reads_that_file(s3_backend, tmp_path):
     """The session's moto has no crc32c package: for a multipart upload it stores a CRC32 under
     the CRC32C name. Deep verify must not call that corruption: it reads the file instead."""
@@ -356,6 +397,7 @@ def _opens_of(monkeypatch, target: Path) -> list[int]:
     return reads
 
 
+@pytest.mark.usefixtures("multipart_above_8_mib")
 @pytest.mark.parametrize("mode", ["staged", "direct"])
 def test_a_large_gcs_upload_reads_the_file_once_and_declares_its_crc32c(
     gcs_backend, tmp_path, monkeypatch, mode
@@ -409,6 +451,7 @@ def _corrupting_send(monkeypatch, times: int | None) -> list[int]:
     return fired
 
 
+@pytest.mark.usefixtures("multipart_above_8_mib")
 def test_a_gcs_chunk_damaged_in_flight_is_caught_and_sent_again(gcs_backend, tmp_path, monkeypatch):
     """fake-gcs-server ignores X-Goog-Hash (real GCS answers 400): the crc32c the store
     computed, in the final chunk's answer, still exposes the damage."""
@@ -423,6 +466,7 @@ def test_a_gcs_chunk_damaged_in_flight_is_caught_and_sent_again(gcs_backend, tmp
     )
 
 
+@pytest.mark.usefixtures("multipart_above_8_mib")
 def test_a_gcs_upload_damaged_every_time_commits_nothing(gcs_backend, tmp_path, monkeypatch):
     src = fake_saved_model(tmp_path / "model", seed=9, shard_bytes=(9 << 20) + 3)
     fired = _corrupting_send(monkeypatch, times=None)
@@ -435,6 +479,7 @@ def test_a_gcs_upload_damaged_every_time_commits_nothing(gcs_backend, tmp_path, 
     assert left == []  # the damaged object is deleted, not left in staging
 
 
+@pytest.mark.usefixtures("multipart_above_8_mib")
 @pytest.mark.parametrize(
     ("backend_name", "method", "nth"),
     [
@@ -463,6 +508,7 @@ def test_a_large_upload_survives_a_transient_error_in_any_of_its_requests(
     ce.verify_export(backend.base, info.version, deep=True, filesystem=backend.new_fs())
 
 
+@pytest.mark.usefixtures("multipart_above_8_mib")
 @pytest.mark.parametrize("backend_name", ["s3", "gcs"])
 def test_a_crash_inside_a_large_upload_publishes_nothing(
     request, tmp_path, monkeypatch, backend_name
@@ -483,6 +529,7 @@ def test_a_crash_inside_a_large_upload_publishes_nothing(
     assert len(aborts) == 1 and aborts[0].applied  # a failure (not a dead process) cleans up
 
 
+@pytest.mark.usefixtures("multipart_above_8_mib")
 @pytest.mark.parametrize("change", ["grow", "shrink"])
 @pytest.mark.parametrize("backend_name", ["s3", "gcs"])
 def test_a_large_upload_refuses_a_file_that_changes_size_mid_upload(

@@ -188,3 +188,62 @@ def test_list_and_prune_read_markers_page_by_page(server_backend, monkeypatch):
     assert whole == found
     report = ce.prune(server_backend.base, keep=3, filesystem=fs)
     assert report.deleted == versions[:7] and sorted(report.kept) == versions[7:]
+
+
+def test_local_walk_matches_fsspec_find(tmp_path):
+    """Local disk is listed with os.scandir, not fsspec's find: the same entries (names taken
+    literally, sizes, times, order); links left out as find leaves them out (a link cycle
+    cannot trap the walk); a missing base, or a file, lists as nothing."""
+    import os
+
+    from fsspec.implementations.local import LocalFileSystem
+
+    from cloud_exporter.storage import Storage
+    from cloud_exporter.testing import FaultyFileSystem
+
+    root = tmp_path / "b[1] *?#% é"
+    names = ["1/saved_model.pb", "1/a b/c[2]*?.txt", "x#%ü", "2/variables/v.index", "3/e", "4/f"]
+    for i, name in enumerate(names):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x" * i)
+    (root / "empty dir").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "linked.bin").write_bytes(b"12345")
+    os.symlink(tmp_path / "elsewhere", root / "5")
+    os.symlink(tmp_path / "elsewhere" / "linked.bin", root / "1" / "link.bin")
+    os.symlink(root, root / "3" / "loop")  # a cycle back to the base
+    os.symlink(tmp_path / "gone", root / "dangling")
+    (tmp_path / "b[1] *?#% é2").mkdir()  # shares the prefix string
+    (tmp_path / "b[1] *?#% é2" / "decoy").write_bytes(b"decoy")
+    fs = LocalFileSystem()
+    storage = Storage(fs)
+    assert storage.exact_listings and not Storage(FaultyFileSystem(fs)).exact_listings
+    walked = [(e.relpath, e.size, e.mtime) for e in storage.list_tree(str(root))]
+    assert [w[0] for w in walked] == sorted(names)
+    via_find = Storage(FaultyFileSystem(fs)).list_tree(str(root))  # fsspec's find
+    assert walked == [(e.relpath, e.size, e.mtime) for e in via_find]
+    assert storage.list_tree(str(tmp_path / "missing")) == []
+    assert storage.list_tree(str(root / "x#%ü")) == []  # a file is not a directory
+
+
+def test_local_walk_holds_one_folder_open_at_a_time(tmp_path):
+    """A base of many version folders is walked under a small open-file limit: the walk opens
+    one folder at a time, not one per folder it has seen (10,000 exports must not hit EMFILE)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    for i in range(300):
+        (tmp_path / str(i) / "variables").mkdir(parents=True)
+        (tmp_path / str(i) / "saved_model.pb").write_bytes(b"pb")
+    script = textwrap.dedent(f"""
+        import resource, sys
+        from fsspec.implementations.local import LocalFileSystem
+        from cloud_exporter.storage import Storage
+        storage = Storage(LocalFileSystem())
+        resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96))
+        print(len(storage.list_tree({str(tmp_path)!r})))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "300"
