@@ -93,9 +93,9 @@ def _gcs_page(
 
 def walk_local(prefix: str) -> list[Entry]:
     """Every regular file below the local directory ``prefix``, sorted by relative path; links
-    are left out, as fsspec's ``find`` leaves them out (it types them "other"), so no link
-    cycle can trap the walk. FileNotFoundError if ``prefix`` is not a directory; entries
-    removed while the walk runs are left out."""
+    are left out, as ``Storage.list_tree`` leaves out what fsspec's ``find`` types "other"
+    (links), so no link cycle can trap the walk. FileNotFoundError if ``prefix`` is not a
+    directory; entries removed while the walk runs are left out."""
     from .storage import Entry
 
     entries: list[Entry] = []
