@@ -44,6 +44,9 @@ RECORDS_DIRNAME = ".cloud-exporter-uploaded"
 _FORMAT = 1
 _RECORD_LIMIT = 1 << 16
 RECORD_WRITERS = 4  # threads writing upload records beside the uploads and copies
+#: Off: background records broke the resume tests (a record not yet written at a crash); see
+#: docs/async.md. Records are written in line after each upload, as before.
+BACKGROUND_RECORDS = False
 _collectors: contextvars.ContextVar[list[Session] | None] = contextvars.ContextVar(
     "cloud_exporter_resume_sessions", default=None
 )
@@ -265,7 +268,7 @@ class Session:
         """Called once ``f`` is uploaded and hashed (one pass): its record is written in the
         background (the copies need not wait for it; ``settle`` waits before the commit).
         On memory:// in line: fsspec's memory filesystem cannot list beside a write."""
-        if plan.storage._is_memory:
+        if plan.storage._is_memory or not BACKGROUND_RECORDS:
             self._write_record(plan, f)
             return
         with self._lock:
