@@ -84,7 +84,7 @@ def _with_assets(export_dir: str, assets: Mapping[str, str] | None) -> list[Any]
     if not assets:
         return scan_source(export_dir)
     scan_source(export_dir, assets)
-    for dest, src in (assets or {}).items():
+    for dest, src in assets.items():
         target = os.path.join(export_dir, ASSETS_EXTRA_DIRNAME, *dest.split("/"))
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.copyfile(src, target)

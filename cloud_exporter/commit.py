@@ -312,8 +312,6 @@ class _Strategy:
         (with ``keep_staged``, the staging uploads and their records stay for a resume)."""
         storage = plan.storage
         try:
-            if plan.resume is not None:  # upload records still being written land first
-                plan.resume.settle(raise_errors=False)
             if our_marker_committed(plan):
                 log.warning("publish failed after its marker landed: %s is committed", plan.target)
                 return
@@ -344,8 +342,6 @@ class StagedCopy(_Strategy):
         sizes = {f.relpath: f.size for f in plan.files}
         copy = None if plan.resume is None else partial(plan.resume.place, plan)
         copy_into_place(plan.storage, plan.staging, plan.target, relpaths, plan.placed, copy, sizes)
-        if plan.resume is not None:
-            plan.resume.settle()  # the upload records written beside the copies
         write_marker(plan, self.cleanup)
 
 

@@ -28,7 +28,6 @@ import json
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from .errors import LocationNotFoundError, StorageError
@@ -43,10 +42,6 @@ log = logging.getLogger(__name__)
 RECORDS_DIRNAME = ".cloud-exporter-uploaded"
 _FORMAT = 1
 _RECORD_LIMIT = 1 << 16
-RECORD_WRITERS = 4  # threads writing upload records beside the uploads and copies
-#: Off: background records broke the resume tests (a record not yet written at a crash); see
-#: docs/async.md. Records are written in line after each upload, as before.
-BACKGROUND_RECORDS = False
 _collectors: contextvars.ContextVar[list[Session] | None] = contextvars.ContextVar(
     "cloud_exporter_resume_sessions", default=None
 )
@@ -164,8 +159,6 @@ class Session:
         self.reused_bytes = 0
         self._placed: set[str] = set()
         self._lock = threading.Lock()
-        self._writer: ThreadPoolExecutor | None = None  # started by the first ``step``
-        self._pending: list[Future[None]] = []
         sessions = _collectors.get()
         if sessions is not None:
             sessions.append(self)
@@ -265,39 +258,13 @@ class Session:
             plan.on_file(f.size)
 
     def step(self, plan: Any, f: SourceFile) -> None:
-        """Called once ``f`` is uploaded and hashed (one pass): its record is written in the
-        background (the copies need not wait for it; ``settle`` waits before the commit).
-        On memory:// in line: fsspec's memory filesystem cannot list beside a write."""
-        if plan.storage._is_memory or not BACKGROUND_RECORDS:
-            self._write_record(plan, f)
-            return
-        with self._lock:
-            plan.staged.append(record_path(plan.staging, f.relpath))  # removed with the rest
-            if self._writer is None:
-                self._writer = ThreadPoolExecutor(RECORD_WRITERS, "cloud-exporter-record")
-            run = contextvars.copy_context().run
-            self._pending.append(self._writer.submit(run, self._create_record, plan, f))
-
-    def settle(self, raise_errors: bool = True) -> None:
-        """Wait for the records ``step`` started; re-raise what is not a storage error (a
-        write that failed is only logged: resume is an optimisation)."""
-        with self._lock:
-            pending, self._pending = self._pending, []
-            writer, self._writer = self._writer, None
-        for future in pending:
-            error = future.exception()
-            if error is not None and raise_errors:
-                raise error
-        if writer is not None:
-            writer.shutdown(wait=True)
+        """Called once ``f`` is uploaded and hashed (one pass): writes its record."""
+        self._write_record(plan, f)
 
     def _write_record(self, plan: Any, f: SourceFile) -> None:
-        with self._lock:  # removed with the staging files, on success or abort
-            plan.staged.append(record_path(plan.staging, f.relpath))
-        self._create_record(plan, f)
-
-    def _create_record(self, plan: Any, f: SourceFile) -> None:
         path = record_path(plan.staging, f.relpath)
+        with self._lock:
+            plan.staged.append(path)  # removed with the staging files, on success or abort
         try:
             plan.storage.create_exclusive(
                 path, encode_record(plan.records[f.relpath]), durable=False

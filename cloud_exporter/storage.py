@@ -327,14 +327,15 @@ class Storage:
         known = sizes or {}
 
         def one(pair: tuple[str, str]) -> None:
-            copy = partial(copy_sized, self, known[pair[0]]) if pair[0] in known else None
+            size = known.get(pair[0])
+            copy = self.fs.cp_file if size is None else partial(copy_sized, self, size)
             for _ in range(2):
                 try:
-                    self._call("copy", pair[1], copy or self.fs.cp_file, *pair)
+                    self._call("copy", pair[1], copy, *pair)
                     return
                 except FileNotFoundError:
                     self.forget(pair[0])
-            self._write("copy", pair[1], copy or self.fs.cp_file, *pair)
+            self._write("copy", pair[1], copy, *pair)
 
         self.run_parallel(one, pairs)
 
