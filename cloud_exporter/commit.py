@@ -64,6 +64,7 @@ class Plan:
     staged: list[str] = field(default_factory=list)  # paths written under the staging prefix
     placed: list[str] = field(default_factory=list)  # paths written into the version directory
     resume: Any = None  # a resume.Session (staged mode): reuses proven uploads, records new ones
+    read_ahead: dict[str, tuple[bytes, Digests]] = field(default_factory=dict, repr=False)
     cleaned: bool = False  # the strategy's cleanup has run
     _marker: bytes | None = field(default=None, repr=False)
 
@@ -117,10 +118,14 @@ LOCAL_INLINE_BELOW = 4 << 20  # a local tree smaller than this is copied on the 
 
 
 def transfer_hashed(
-    plan: Plan, files: list[SourceFile], transfer: Callable[[SourceFile], Digests]
+    plan: Plan,
+    files: list[SourceFile],
+    transfer: Callable[[SourceFile], Digests],
+    then: Callable[[SourceFile], None] | None = None,
 ) -> None:
     """Transfer files concurrently, largest first; ``transfer`` hashes the bytes it moves (one
-    read per file). ``plan.on_file`` hears each file's size once its transfer is complete."""
+    read per file). ``plan.on_file`` hears each file's size once its transfer is complete;
+    ``then`` runs next on the same thread (a staged publish copies the file into place)."""
 
     def one(f: SourceFile) -> None:
         digests = transfer(f)
@@ -129,6 +134,8 @@ def transfer_hashed(
             plan.resume.step(plan, f)
         if plan.on_file is not None:
             plan.on_file(f.size)
+        if then is not None:
+            then(f)
 
     ordered = sorted(files, key=lambda f: -f.size)
     if not plan.storage.is_local:
@@ -146,18 +153,23 @@ def transfer_hashed(
     plan.storage.run_parallel(lambda group: [one(f) for f in group], large + batches)
 
 
-def upload_hashed(plan: Plan, prefix: str, files: list[SourceFile], record: list[str]) -> None:
-    """Upload files below ``prefix`` (recorded in ``record``), each declaring its CRC32C."""
+def upload_hashed(
+    plan: Plan,
+    prefix: str,
+    files: list[SourceFile],
+    record: list[str],
+    then: Callable[[SourceFile], None] | None = None,
+) -> None:
+    """Upload files below ``prefix`` (recorded in ``record``), each declaring its CRC32C;
+    ``then`` runs after each upload (see ``transfer_hashed``)."""
     record.extend(join(prefix, f.relpath) for f in files)
     sha256 = plan.checksum == "sha256"
 
     def upload(f: SourceFile) -> Digests:
-        return plan.storage.upload_hashed(f.local_path, join(prefix, f.relpath), sha256)
+        read = plan.read_ahead.pop(f.relpath, None)  # read while the version was claimed
+        return plan.storage.upload_hashed(f.local_path, join(prefix, f.relpath), sha256, read)
 
-    transfer_hashed(plan, files, upload)
-
-
-Copier = Callable[[Sequence[tuple[str, str]]], None]
+    transfer_hashed(plan, files, upload, then)
 
 
 def copy_files(
@@ -166,19 +178,15 @@ def copy_files(
     dst_dir: str,
     relpaths: Sequence[str],
     placed: list[str],
-    copy: Copier | None = None,
     sizes: Mapping[str, int] | None = None,
 ) -> None:
-    """Server-side copy of ``relpaths`` from ``src_dir`` to ``dst_dir`` (recorded in ``placed``)
-    by ``copy`` (default ``storage.copy``, told the ``sizes`` by relative path if known)."""
+    """Server-side copy of ``relpaths`` from ``src_dir`` to ``dst_dir`` (recorded in ``placed``),
+    told the ``sizes`` by relative path where they are known."""
     pairs = [(join(src_dir, p), join(dst_dir, p)) for p in relpaths]
     if storage.is_local:  # local copies do not create parent directories
         for _, dst in pairs:
             os.makedirs(os.path.dirname(dst), exist_ok=True)
     placed.extend(dst for _, dst in pairs)
-    if copy is not None:
-        copy(pairs)
-        return
     known = sizes or {}
     storage.copy(
         pairs, {src: known[p] for p, (src, _) in zip(relpaths, pairs, strict=True) if p in known}
@@ -191,13 +199,12 @@ def copy_into_place(
     dst_dir: str,
     relpaths: Sequence[str],
     placed: list[str],
-    copy: Copier | None = None,
     sizes: Mapping[str, int] | None = None,
 ) -> None:
     """Copy every other file first, then saved_model.pb: a loader that polls for it finds the
     rest already there."""
     for group in split_last(relpaths, str):
-        copy_files(storage, src_dir, dst_dir, group, placed, copy, sizes)
+        copy_files(storage, src_dir, dst_dir, group, placed, sizes)
 
 
 def check_contents(
@@ -252,6 +259,7 @@ def commit_marker(
     ignore: Collection[str] = (MARKER_NAME,),
     before_create: Callable[[], None] | None = None,
     alongside: Callable[[], None] | None = None,
+    checked: bool = False,
     fix: str = PUBLISH_AGAIN,
 ) -> None:
     """The commit: check ``directory`` against the manifest, create its marker if absent,
@@ -259,9 +267,11 @@ def commit_marker(
     marker (a pruner that judged them orphans) is caught, and the marker withdrawn.
     ``before_create`` runs between the check and the create (a last ownership test);
     ``alongside`` runs at the same time as the second check (work that needs the marker to
-    exist but not the check to pass: a publish's cleanup)."""
+    exist but not the check to pass: a publish's cleanup). ``checked``: the caller has just
+    made the first check (``write_marker``)."""
     path = join(directory, MARKER_NAME)
-    check_contents(storage, directory, manifest, "before commit", ignore, fix)
+    if not checked:
+        check_contents(storage, directory, manifest, "before commit", ignore, fix)
     if before_create is not None:
         before_create()
     create_marker(storage, path, data, fix)
@@ -276,15 +286,32 @@ def commit_marker(
         raise
 
 
-def write_marker(plan: Plan, cleanup: Callable[[Plan], None]) -> None:
-    """Commit a publish's version directory with its marker (see ``commit_marker``); its
-    ``cleanup`` runs beside the check after the commit (one round trip fewer)."""
+def write_marker(
+    plan: Plan,
+    cleanup: Callable[[Plan], None],
+    last: Sequence[SourceFile],
+    land: Callable[[], None],
+) -> None:
+    """Put saved_model.pb in place and commit (see ``commit_marker``), two round trips fewer:
+
+    * ``land`` writes the ``last`` files (saved_model.pb) while the first check lists the
+      others. saved_model.pb is proven by its own write, just made (an upload the store
+      checked against its CRC32C, or a copy), and the check after the marker covers it too.
+    * ``cleanup`` runs beside the check after the commit."""
+    storage, names = plan.storage, {f.relpath for f in last}
+    others = [plan.records[f.relpath] for f in plan.files if f.relpath not in names]
+
+    def check_others() -> None:
+        check_contents(storage, plan.target, others, "before commit", {MARKER_NAME, *names})
+
+    storage.together(check_others, land)
     commit_marker(
-        plan.storage,
+        storage,
         plan.target,
         plan.manifest(),
         plan.marker_bytes(),
         alongside=lambda: cleanup(plan),
+        checked=True,
     )
 
 
@@ -329,20 +356,40 @@ class _Strategy:
 
 
 class StagedCopy(_Strategy):
-    """Upload to staging, copy server-side into place (saved_model.pb last), then commit."""
+    """Upload to staging, copy server-side into place (saved_model.pb last), then commit.
+
+    Each other file is copied into place as soon as it is staged (or proven by a resume), on
+    the thread that staged it: the copies overlap the uploads still running, and a publish
+    takes about the longer of the two passes instead of their sum. saved_model.pb is copied
+    once every other file is in place."""
 
     name = "staged"
 
     def commit(self, plan: Plan) -> None:
-        fresh = plan.files if plan.resume is None else plan.resume.reuse(plan)
-        upload_hashed(plan, plan.staging, fresh, plan.staged)
-        relpaths = [f.relpath for f in sorted(plan.files, key=lambda f: -f.size)]
-        # The sizes are known: no listing or HEAD before the copies. A resume copies reused
-        # objects from the staging they were proven in (resume.py).
-        sizes = {f.relpath: f.size for f in plan.files}
-        copy = None if plan.resume is None else partial(plan.resume.place, plan)
-        copy_into_place(plan.storage, plan.staging, plan.target, relpaths, plan.placed, copy, sizes)
-        write_marker(plan, self.cleanup)
+        place = self._placer(plan)
+
+        def early(f: SourceFile) -> None:
+            if not is_saved_model_file(f.relpath):
+                place(f)
+
+        fresh = plan.files if plan.resume is None else plan.resume.reuse(plan, early)
+        upload_hashed(plan, plan.staging, fresh, plan.staged, early)
+        last = split_last(plan.files, lambda f: f.relpath)[1]
+        write_marker(plan, self.cleanup, last, lambda: plan.storage.run_parallel(place, last))
+        if plan.resume is not None:
+            plan.resume.report()
+
+    def _placer(self, plan: Plan) -> Callable[[SourceFile], None]:
+        """Copies one staged file into the version directory. Its size is known: no listing
+        or HEAD first. A resume copies a reused file from the staging it was proven in."""
+        if plan.resume is not None:
+            return partial(plan.resume.place, plan)
+
+        def place(f: SourceFile) -> None:
+            sizes = {f.relpath: f.size}
+            copy_files(plan.storage, plan.staging, plan.target, [f.relpath], plan.placed, sizes)
+
+        return place
 
 
 class DirectWrite(_Strategy):
@@ -353,8 +400,9 @@ class DirectWrite(_Strategy):
     def commit(self, plan: Plan) -> None:
         others, last = split_last(plan.files, lambda f: f.relpath)
         upload_hashed(plan, plan.target, others, plan.placed)
-        upload_hashed(plan, plan.target, last, plan.placed)
-        write_marker(plan, self.cleanup)
+        write_marker(
+            plan, self.cleanup, last, lambda: upload_hashed(plan, plan.target, last, plan.placed)
+        )
 
 
 class LocalRename(_Strategy):

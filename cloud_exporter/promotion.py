@@ -154,7 +154,8 @@ def _promote_versioned(
     try:
         if storage.list_tree(target):
             raise VersionConflictError(f"{storage.uri(target)} already holds files")
-        copy_into_place(storage, src_dir, target, [f.path for f in info.files], placed)
+        sizes = {f.path: f.size for f in info.files}  # checked by commit_marker below
+        copy_into_place(storage, src_dir, target, list(sizes), placed, sizes)
         commit_marker(storage, target, info.files, marker, fix=PROMOTE_AGAIN)
     except BaseException:
         _undo(storage, [*placed, claim])
@@ -219,12 +220,13 @@ def _promote_flat(
     storage.delete_one(join(dst, MARKER_NAME))  # from here on, readers see no export
     storage.delete([join(dst, name) for name in SAVED_MODEL_NAMES if name in listed])
     others, last = split_last([f.path for f in info.files], str)
-    copy_files(storage, src_dir, dst, others, [])
+    sizes = {f.path: f.size for f in info.files}  # checked by commit_marker below
+    copy_files(storage, src_dir, dst, others, [], sizes)
     wanted = {f.path for f in info.files} | {PENDING_NAME}
     storage.delete(
         [join(dst, e.relpath) for e in storage.list_tree(dst) if e.relpath not in wanted]
     )
-    copy_files(storage, src_dir, dst, last, [])
+    copy_files(storage, src_dir, dst, last, [], sizes)
 
     def still_ours() -> None:
         if storage.read_bytes(join(dst, PENDING_NAME), len(note)) != note:

@@ -10,19 +10,21 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import storage_checksums
 from ._version import __version__
 from .commit import Plan, choose_strategy
 from .errors import InvalidArgumentError, TransientStorageError, VersionConflictError
 from .layout import MAX_VERSION, claim_path, marker_path, parse_version
 from .marker import CHECKSUMS, ExportInfo, check_metadata, parse_marker
 from .retry import DEFAULT_RETRY, RetryPolicy
-from .source import SourceFile, scan_source
+from .source import Digests, SourceFile, read_hashed, scan_source
 from .storage import Storage, resolve
 
 log = logging.getLogger(__name__)
 
 MODES = ("staged", "direct")
 _MAX_BUMPS = 1000
+READ_AHEAD_BYTES = 32 << 20  # at most this many bytes of small files are read during the claim
 # The last automatic version this process claimed per base URI: the next guess starts above it,
 # so a publisher that publishes more than once a second needs no second claim round.
 _last_claimed: dict[str, int] = {}
@@ -73,13 +75,24 @@ def publish(
     storage = Storage(fs, retry, concurrency)
     writer_id = f"w{os.getpid()}-{uuid.uuid4().hex[:12]}"
     strategy = choose_strategy(storage, mode)
+    read: dict[str, tuple[bytes, Digests]] = {}
+
+    def read_now() -> None:  # S3/GCS: while the version is claimed, not after
+        read.update(read_ahead(files, checksum == "sha256"))
+
     claimed, session = _claim_and_look(
-        storage, root, version, writer_id, files, resume and strategy.name == "staged"
+        storage,
+        root,
+        version,
+        writer_id,
+        files,
+        resume and strategy.name == "staged",
+        read_now if storage.kind in ("s3", "gcs") else None,
     )
     plan = Plan(
         storage, root, claimed, files, writer_id, meta, time.time(), __version__, progress, checksum
     )
-    plan.resume = session
+    plan.resume, plan.read_ahead = session, read
     log.info("publishing %s as %s (%s)", source_dir, storage.uri(plan.target), strategy.name)
     try:
         strategy.commit(plan)
@@ -106,9 +119,11 @@ def _claim_and_look(
     writer_id: str,
     files: list[SourceFile],
     resume: bool,
+    meanwhile: Callable[[], None] | None,
 ) -> tuple[int, Any]:
-    """Claim a version and, with ``resume``, look for reusable staged uploads at the same time
-    (the look lists the staging area, which does not depend on the version)."""
+    """Claim a version and, at the same time, with ``resume`` look for reusable staged uploads
+    (the look lists the staging area, which does not depend on the version), and run
+    ``meanwhile`` (``read_ahead``)."""
     found: dict[str, Any] = {}
 
     def claim() -> None:
@@ -119,8 +134,9 @@ def _claim_and_look(
 
         found["session"] = Session(storage, base, files)
 
+    jobs = [job for job in (look if resume else None, meanwhile) if job is not None]
     try:
-        storage.together(claim, *([look] if resume else []))  # the claim on this thread
+        storage.together(claim, *jobs)  # the claim on this thread
     except BaseException:
         if "version" in found:  # ours, and nothing is written under it yet
             try:
@@ -129,6 +145,24 @@ def _claim_and_look(
                 log.warning("could not remove the claim (%s); prune removes it later", exc)
         raise
     return found["version"], found.get("session")
+
+
+def read_ahead(files: list[SourceFile], sha256: bool) -> dict[str, tuple[bytes, Digests]]:
+    """{relpath: (bytes, checksums)} of the largest files that go in one request, up to
+    READ_AHEAD_BYTES in all, read in one pass while the version is claimed: their uploads
+    then start at once, sending the bytes hashed. A file that cannot be read is left to its
+    upload, which reports it."""
+    out: dict[str, tuple[bytes, Digests]] = {}
+    room = READ_AHEAD_BYTES
+    for f in sorted(files, key=lambda f: -f.size):
+        if f.size > min(room, storage_checksums.SINGLE_REQUEST_MAX):
+            continue
+        try:
+            out[f.relpath] = read_hashed(f.local_path, sha256)
+        except OSError:
+            continue
+        room -= f.size
+    return out
 
 
 def check_version(version: object) -> None:

@@ -306,9 +306,15 @@ class Storage:
             return False
         return True
 
-    def upload_hashed(self, local_path: str, remote: str, sha256: bool = False) -> Digests:
+    def upload_hashed(
+        self,
+        local_path: str,
+        remote: str,
+        sha256: bool = False,
+        read: tuple[bytes, Digests] | None = None,
+    ) -> Digests:
         """Upload one file declaring its CRC32C (see ``checksummed.upload_hashed``)."""
-        return checksummed.upload_hashed(self, local_path, remote, sha256)
+        return checksummed.upload_hashed(self, local_path, remote, sha256, read)
 
     def stored_checksums(self, prefix: str, relpaths: Sequence[str]) -> dict[str, str | None]:
         """The CRC32C the store keeps per object (see ``checksummed.stored_checksums``)."""

@@ -56,7 +56,13 @@ def prepare(kind: str) -> None:
         _single_request_s3_copies()
 
 
-def upload_hashed(storage: Storage, local_path: str, remote: str, sha256: bool) -> Digests:
+def upload_hashed(
+    storage: Storage,
+    local_path: str,
+    remote: str,
+    sha256: bool,
+    read: tuple[bytes, Digests] | None = None,
+) -> Digests:
     """Upload one file declaring its CRC32C, so that the store rejects corrupted bytes.
 
     Every file is read once: the bytes hashed are the bytes sent. Up to TRANSFER_CHUNK in
@@ -66,13 +72,14 @@ def upload_hashed(storage: Storage, local_path: str, remote: str, sha256: bool) 
     upload metadata, or in X-Goog-Hash on a resumable upload's final chunk (and compared
     with the crc32c of the object the store answers); S3 ChecksumCRC32C on single-request
     uploads, per part plus a FULL_OBJECT CRC32C on multipart ones. A rejected upload is sent
-    again, then raises ChecksumMismatchError.
+    again (read from disk again), then raises ChecksumMismatchError. ``read``: the file's bytes
+    and checksums, already read in one pass (``read_ahead``), sent as they are.
     """
-    size = os.path.getsize(local_path)
+    size = len(read[0]) if read is not None else os.path.getsize(local_path)
     for attempt in range(1, REJECTED_UPLOAD_TRIES + 1):
         try:
-            if size <= TRANSFER_CHUNK:
-                digests = _single_request(storage, local_path, remote, sha256)
+            if size <= TRANSFER_CHUNK or (read is not None and storage.kind in ("s3", "gcs")):
+                digests = _single_request(storage, local_path, remote, sha256, read)
             elif size <= SINGLE_REQUEST_MAX and storage.kind in ("s3", "gcs"):
                 with storage._large_file:  # memory ~ one file of SINGLE_REQUEST_MAX at most
                     digests = _single_request(storage, local_path, remote, sha256)
@@ -91,7 +98,7 @@ def upload_hashed(storage: Storage, local_path: str, remote: str, sha256: bool) 
             if not _is_checksum_rejection(exc):
                 raise
             log.warning("%s rejected (attempt %d): %s", storage.uri(remote), attempt, exc)
-            last = exc
+            last, read = exc, None
     raise ChecksumMismatchError(
         f"the store rejected {storage.uri(remote)} {REJECTED_UPLOAD_TRIES} times: its bytes did "
         f"not match the CRC32C of {local_path} ({last}); check the disk and network, then "
@@ -99,9 +106,15 @@ def upload_hashed(storage: Storage, local_path: str, remote: str, sha256: bool) 
     ) from last
 
 
-def _single_request(storage: Storage, local_path: str, remote: str, sha256: bool) -> Digests:
+def _single_request(
+    storage: Storage,
+    local_path: str,
+    remote: str,
+    sha256: bool,
+    read: tuple[bytes, Digests] | None = None,
+) -> Digests:
     """One request carrying the whole file and its declared CRC32C."""
-    data, digests = read_hashed(local_path, sha256)
+    data, digests = read if read is not None else read_hashed(local_path, sha256)
     declare = _declare(storage, digests, single=True)
     storage._write("upload", remote, storage.fs.pipe_file, remote, data, **declare)
     return digests
