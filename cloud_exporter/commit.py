@@ -121,11 +121,9 @@ def transfer_hashed(
     plan: Plan,
     files: list[SourceFile],
     transfer: Callable[[SourceFile], Digests],
-    then: Callable[[SourceFile], None] | None = None,
 ) -> None:
     """Transfer files concurrently, largest first; ``transfer`` hashes the bytes it moves (one
-    read per file). ``plan.on_file`` hears each file's size once its transfer is complete;
-    ``then`` runs next on the same thread (a staged publish copies the file into place)."""
+    read per file). ``plan.on_file`` hears each file's size once its transfer is complete."""
 
     def one(f: SourceFile) -> None:
         digests = transfer(f)
@@ -134,8 +132,6 @@ def transfer_hashed(
             plan.resume.step(plan, f)
         if plan.on_file is not None:
             plan.on_file(f.size)
-        if then is not None:
-            then(f)
 
     ordered = sorted(files, key=lambda f: -f.size)
     if not plan.storage.is_local:
@@ -158,10 +154,8 @@ def upload_hashed(
     prefix: str,
     files: list[SourceFile],
     record: list[str],
-    then: Callable[[SourceFile], None] | None = None,
 ) -> None:
-    """Upload files below ``prefix`` (recorded in ``record``), each declaring its CRC32C;
-    ``then`` runs after each upload (see ``transfer_hashed``)."""
+    """Upload files below ``prefix`` (recorded in ``record``), each declaring its CRC32C."""
     record.extend(join(prefix, f.relpath) for f in files)
     sha256 = plan.checksum == "sha256"
 
@@ -169,7 +163,10 @@ def upload_hashed(
         read = plan.read_ahead.pop(f.relpath, None)  # read while the version was claimed
         return plan.storage.upload_hashed(f.local_path, join(prefix, f.relpath), sha256, read)
 
-    transfer_hashed(plan, files, upload, then)
+    transfer_hashed(plan, files, upload)
+
+
+Copier = Callable[[Sequence[tuple[str, str]]], None]
 
 
 def copy_files(
@@ -179,14 +176,18 @@ def copy_files(
     relpaths: Sequence[str],
     placed: list[str],
     sizes: Mapping[str, int] | None = None,
+    copy: Copier | None = None,
 ) -> None:
-    """Server-side copy of ``relpaths`` from ``src_dir`` to ``dst_dir`` (recorded in ``placed``),
-    told the ``sizes`` by relative path where they are known."""
+    """Server-side copy of ``relpaths`` from ``src_dir`` to ``dst_dir`` (recorded in ``placed``)
+    by ``copy`` (default ``storage.copy``, told the ``sizes`` by relative path if known)."""
     pairs = [(join(src_dir, p), join(dst_dir, p)) for p in relpaths]
     if storage.is_local:  # local copies do not create parent directories
         for _, dst in pairs:
             os.makedirs(os.path.dirname(dst), exist_ok=True)
     placed.extend(dst for _, dst in pairs)
+    if copy is not None:
+        copy(pairs)
+        return
     known = sizes or {}
     storage.copy(
         pairs, {src: known[p] for p, (src, _) in zip(relpaths, pairs, strict=True) if p in known}
@@ -358,38 +359,27 @@ class _Strategy:
 class StagedCopy(_Strategy):
     """Upload to staging, copy server-side into place (saved_model.pb last), then commit.
 
-    Each other file is copied into place as soon as it is staged (or proven by a resume), on
-    the thread that staged it: the copies overlap the uploads still running, and a publish
-    takes about the longer of the two passes instead of their sum. saved_model.pb is copied
-    once every other file is in place."""
+    The copies start once every upload is done: the version directory exists only for the
+    copy phase (no client bytes), which keeps short the time TF Serving can see it without
+    saved_model.pb (docs/guarantees.md)."""
 
     name = "staged"
 
     def commit(self, plan: Plan) -> None:
-        place = self._placer(plan)
+        fresh = plan.files if plan.resume is None else plan.resume.reuse(plan)
+        upload_hashed(plan, plan.staging, fresh, plan.staged)
+        # The sizes are known: no listing or HEAD before the copies. A resume copies reused
+        # objects from the staging they were proven in (resume.py).
+        sizes = {f.relpath: f.size for f in plan.files}
+        copy = None if plan.resume is None else partial(plan.resume.place, plan)
+        others, last = split_last(sorted(plan.files, key=lambda f: -f.size), lambda f: f.relpath)
 
-        def early(f: SourceFile) -> None:
-            if not is_saved_model_file(f.relpath):
-                place(f)
+        def place(files: list[SourceFile]) -> None:
+            relpaths = [f.relpath for f in files]
+            copy_files(plan.storage, plan.staging, plan.target, relpaths, plan.placed, sizes, copy)
 
-        fresh = plan.files if plan.resume is None else plan.resume.reuse(plan, early)
-        upload_hashed(plan, plan.staging, fresh, plan.staged, early)
-        last = split_last(plan.files, lambda f: f.relpath)[1]
-        write_marker(plan, self.cleanup, last, lambda: plan.storage.run_parallel(place, last))
-        if plan.resume is not None:
-            plan.resume.report()
-
-    def _placer(self, plan: Plan) -> Callable[[SourceFile], None]:
-        """Copies one staged file into the version directory. Its size is known: no listing
-        or HEAD first. A resume copies a reused file from the staging it was proven in."""
-        if plan.resume is not None:
-            return partial(plan.resume.place, plan)
-
-        def place(f: SourceFile) -> None:
-            sizes = {f.relpath: f.size}
-            copy_files(plan.storage, plan.staging, plan.target, [f.relpath], plan.placed, sizes)
-
-        return place
+        place(others)
+        write_marker(plan, self.cleanup, last, lambda: place(last))
 
 
 class DirectWrite(_Strategy):

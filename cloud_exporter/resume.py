@@ -9,14 +9,14 @@ writes that path again: the record is the proof that the object holds those byte
 The next publish to the same base (any process, any host) lists the staging area once and reads
 the records (:class:`Session`); then it hashes, in parallel, the local files that a record could
 match (same relative path and size, the object listed with that size) and reuses an object only
-when the checksums match (``Session.reuse``). A reused object is copied server-side straight
-from the dead publisher's staging into the new version directory as soon as it is proven, while
-the other files upload (``Session.place``): no bytes through the client and no extra copy.
-Nobody ever writes into, adopts or deletes another writer's staging area, so whether its owner
-is dead or alive (or on a clock hours off) does not matter; a copy whose source has gone in
-the meantime (its owner finished, a prune removed it) falls back to an upload. Two resumers of
-the same leftovers each build a complete version of their own. What is never resumed is
-removed by prune's orphan rules or the bucket lifecycle rule, like any leftover staging.
+when the checksums match (``Session.prove``). A reused object is copied server-side straight
+from the dead publisher's staging into the new version directory, in the copy phase every staged
+publish has (``Session.place``): no bytes through the client and no extra copy. Nobody ever
+writes into, adopts or deletes another writer's staging area, so whether its owner is dead or
+alive (or on a clock hours off) does not matter; a copy whose source has gone in the meantime
+(its owner finished, a prune removed it) falls back to an upload. Two resumers of the same
+leftovers each build a complete version of their own. What is never resumed is removed by
+prune's orphan rules or the bucket lifecycle rule, like any leftover staging.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .errors import LocationNotFoundError, StorageError
@@ -157,18 +157,18 @@ class Session:
         self.sources: dict[str, str] = {}  # relpath -> proven staged object of another writer
         self.reused_files = 0
         self.reused_bytes = 0
+        self._placed: set[str] = set()
         self._lock = threading.Lock()
         sessions = _collectors.get()
         if sessions is not None:
             sessions.append(self)
 
-    def reuse(self, plan: Any, then: Callable[[SourceFile], None]) -> list[SourceFile]:
+    def reuse(self, plan: Any) -> list[SourceFile]:
         """Prove what the staging area may hold; return the files still to upload.
 
         Files no staged object could match start uploading at once, while the records of the
         others are read and their local files hashed (in parallel). A proven file gets its
-        manifest record now; ``then`` runs after each upload or proof (the staged publish
-        copies the file into place, see :meth:`place`)."""
+        manifest record now; its object is copied into place by :meth:`place`."""
         from .commit import upload_hashed  # commit imports nothing of resume: no cycle
 
         maybe = [f for f in plan.files if f.relpath in self.leftovers.records]
@@ -179,7 +179,7 @@ class Session:
 
         def upload_fresh() -> None:
             try:
-                upload_hashed(plan, plan.staging, fresh, plan.staged, then)
+                upload_hashed(plan, plan.staging, fresh, plan.staged)
             except BaseException as exc:  # raised below, in the publishing thread
                 failed.append(exc)
 
@@ -201,7 +201,6 @@ class Session:
                 with self._lock:
                     self.sources[f.relpath] = staged
                     plan.records[f.relpath] = FileRecord(f.relpath, f.size, sha, digests.crc32c)
-                then(f)
 
             plan.storage.run_parallel(prove, maybe)
         finally:
@@ -210,47 +209,51 @@ class Session:
             raise failed[0]
         return [f for f in maybe if f.relpath not in self.sources]
 
-    def place(self, plan: Any, f: SourceFile) -> None:
-        """Copy ``f`` into the version directory: a reused file from the staging it was proven
-        in (uploaded again if that object has gone since), any other from our own staging. The
-        size is known: no look-up before the copy."""
-        own, dst = join(plan.staging, f.relpath), join(plan.target, f.relpath)
-        source = self.sources.get(f.relpath)
-        with self._lock:
-            plan.placed.append(dst)
-        if source is None:
-            plan.storage.copy([(own, dst)], {own: f.size})
-            return
-        try:
-            plan.storage.copy([(source, dst)], {source: f.size})
-        except LocationNotFoundError as exc:  # gone since the proof: upload it instead
-            log.info("cannot reuse %s (%s); uploading it", plan.storage.uri(source), exc)
-            self._upload(plan, f, own, dst)
-            return
-        with self._lock:
-            self.reused_files += 1
-            self.reused_bytes += f.size
-        if plan.on_file is not None:
-            plan.on_file(f.size)
+    def place(self, plan: Any, pairs: Sequence[tuple[str, str]]) -> None:
+        """Copy ``(own staged object, version path)`` pairs into place; a reused file's object
+        is copied from the staging it was proven in, or uploaded again if it has gone since."""
+        prefix = plan.staging + "/"
+        by_relpath = {f.relpath: f for f in plan.files}
 
-    def report(self) -> None:
-        """Once every file is in place: log what was reused."""
-        if self.reused_files:
+        def one(pair: tuple[str, str]) -> None:
+            relpath = pair[0][len(prefix) :] if pair[0].startswith(prefix) else None
+            source = self.sources.get(relpath) if relpath is not None else None
+            size = by_relpath[relpath].size if relpath in by_relpath else None
+            if source is None or relpath is None:
+                plan.storage.copy([pair], None if size is None else {pair[0]: size})
+                return
+            try:  # the proven object has the file's size: no look-up before the copy
+                plan.storage.copy([(source, pair[1])], {source: by_relpath[relpath].size})
+            except LocationNotFoundError as exc:  # gone since the proof: upload it instead
+                log.info("cannot reuse %s (%s); uploading it", plan.storage.uri(source), exc)
+                self._upload(plan, by_relpath[relpath], pair)
+                return
+            with self._lock:
+                self.reused_files += 1
+                self.reused_bytes += by_relpath[relpath].size
+            if plan.on_file is not None:
+                plan.on_file(by_relpath[relpath].size)
+
+        plan.storage.run_parallel(one, pairs)
+        with self._lock:
+            self._placed.update(dst for _, dst in pairs)
+            done = len(self._placed) == len(plan.files)
+        if done and self.reused_files:
             log.info(
                 "resumed: reused %d staged files (%d bytes) of an interrupted publish",
                 self.reused_files,
                 self.reused_bytes,
             )
 
-    def _upload(self, plan: Any, f: SourceFile, own: str, dst: str) -> None:
+    def _upload(self, plan: Any, f: SourceFile, pair: tuple[str, str]) -> None:
         with self._lock:
-            plan.staged.append(own)
+            plan.staged.append(pair[0])
         sha256 = plan.checksum == "sha256"
-        digests = plan.storage.upload_hashed(f.local_path, own, sha256)
+        digests = plan.storage.upload_hashed(f.local_path, pair[0], sha256)
         # The manifest describes the bytes sent (the same as proven, unless the file changed).
         plan.records[f.relpath] = FileRecord(f.relpath, f.size, digests.sha256, digests.crc32c)
         self._write_record(plan, f)
-        plan.storage.copy([(own, dst)], {own: f.size})
+        plan.storage.copy([pair], {pair[0]: f.size})
         if plan.on_file is not None:
             plan.on_file(f.size)
 

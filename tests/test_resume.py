@@ -179,17 +179,13 @@ def test_a_transient_failure_keeps_its_uploads_for_the_resume(
 
 
 def _die_before_copies(backend: Backend, source: Path, base: str) -> None:
-    """Publish until every upload (and record) is staged, then crash at the next call: a copy
-    into place (each file is copied as soon as it is staged, so some are in place already)."""
+    """Publish until every upload (and record) is staged, then crash at the first copy."""
     counting = FaultyFileSystem(backend.new_fs())
     ce.publish(source, backend.join("count-copy"), filesystem=counting, concurrency=1)
     mutations = [c for c in counting.calls if c.mutating]
-    last_record = max(
-        i for i, c in enumerate(mutations) if c.targets and RECORDS_DIRNAME in c.targets[-1]
-    )
-    assert mutations[last_record + 1].method == "cp_file"
+    first_copy = next(i for i, c in enumerate(mutations) if c.method == "cp_file")
     with pytest.raises(InjectedCrash):
-        dying = FaultyFileSystem(backend.new_fs(), crash_after=last_record + 2)
+        dying = FaultyFileSystem(backend.new_fs(), crash_after=first_copy + 1)
         ce.publish(source, base, filesystem=dying, concurrency=1)
 
 
