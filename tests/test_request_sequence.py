@@ -56,7 +56,7 @@ def test_a_staged_s3_publish_copies_without_looking_up_sizes(s3_backend, tmp_pat
         i for i, (op, k) in enumerate(sent) if op == "put_object" and k.endswith(MARKER_NAME)
     )
     record_puts = [i for i, (op, k) in enumerate(sent) if op == "put_object" and k in records]
-    assert all(i < marker for i in record_puts)  # written in the background, before the commit
+    assert all(i < marker for i in record_puts)  # every record lands before the commit
     checked = ce.verify_export(
         s3_backend.base + ODD_BASE, info.version, filesystem=s3_backend.new_fs()
     )
@@ -75,3 +75,60 @@ def test_a_copy_whose_staged_source_is_gone_raises_a_typed_error(s3_backend, tmp
     src = s3_backend.strip(s3_backend.base) + "/gone [1]"
     with pytest.raises(ce.LocationNotFoundError, match=r"gone \[1\]"):
         storage.copy([(src, src + "-copy")], {src: 10})
+
+
+@pytest.mark.parametrize("mode", ["staged", "direct"])
+def test_saved_model_pb_is_the_last_data_write_and_both_checks_still_list(
+    s3_backend, tmp_path, mode
+):
+    """saved_model.pb is written beside the pre-commit LIST, after every other file is in
+    the version directory; the version directory is still listed before and after the marker."""
+    source = fake_saved_model(tmp_path / "model", seed=22)
+    fs = s3_backend.new_fs()
+    sent = _record_requests(fs)
+    info = ce.publish(source, s3_backend.base + ODD_BASE, filesystem=fs, mode=mode)
+    target = f"{info.version!s}/"
+    write = "copy_object" if mode == "staged" else "put_object"
+    placed = [(i, k) for i, (op, k) in enumerate(sent) if op == write and f"/{target}" in k]
+    pb = next(i for i, k in placed if k.endswith("/saved_model.pb"))
+    assert all(i < pb for i, k in placed if not k.endswith(("/saved_model.pb", MARKER_NAME)))
+    marker = next(i for i, k in placed if k.endswith(MARKER_NAME)) if mode == "direct" else None
+    if marker is None:
+        marker = next(
+            i for i, (op, k) in enumerate(sent) if op == "put_object" and k.endswith(MARKER_NAME)
+        )
+    listings = [
+        i for i, (op, k) in enumerate(sent) if op == "list_objects_v2" and k.endswith(target)
+    ]
+    assert len(listings) == 2 and listings[0] < marker < listings[1] and pb < marker
+    ce.verify_export(s3_backend.base + ODD_BASE, info.version, deep=True, filesystem=fs)
+
+
+def test_read_ahead_takes_the_largest_single_request_files_within_its_budget(tmp_path, monkeypatch):
+    from cloud_exporter import publishing, storage_checksums
+    from cloud_exporter.source import scan_source
+
+    monkeypatch.setattr(publishing, "READ_AHEAD_BYTES", 100)
+    monkeypatch.setattr(storage_checksums, "SINGLE_REQUEST_MAX", 60)
+    source = tmp_path / "model"
+    (source / "variables").mkdir(parents=True)
+    for name, size in {
+        "saved_model.pb": 10,
+        "variables/big": 70,
+        "variables/a": 50,
+        "variables/b": 45,
+        "variables/c": 30,
+    }.items():
+        (source / name).write_bytes(bytes([size]) * size)
+    files = scan_source(source, None)
+    read = publishing.read_ahead(files, sha256=True)
+    # 70 is above one request; then largest first while the budget of 100 lasts (50 + 45).
+    assert sorted(read) == ["variables/a", "variables/b"]
+    data, digests = read["variables/a"]
+    assert data == bytes([50]) * 50 and digests.sha256 is not None
+    (source / "variables" / "b").unlink()  # unreadable now: left to its upload, not raised
+    assert sorted(publishing.read_ahead(files, sha256=False)) == [
+        "saved_model.pb",
+        "variables/a",
+        "variables/c",
+    ]
