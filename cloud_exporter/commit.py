@@ -118,9 +118,7 @@ LOCAL_INLINE_BELOW = 4 << 20  # a local tree smaller than this is copied on the 
 
 
 def transfer_hashed(
-    plan: Plan,
-    files: list[SourceFile],
-    transfer: Callable[[SourceFile], Digests],
+    plan: Plan, files: list[SourceFile], transfer: Callable[[SourceFile], Digests]
 ) -> None:
     """Transfer files concurrently, largest first; ``transfer`` hashes the bytes it moves (one
     read per file). ``plan.on_file`` hears each file's size once its transfer is complete."""
@@ -149,12 +147,7 @@ def transfer_hashed(
     plan.storage.run_parallel(lambda group: [one(f) for f in group], large + batches)
 
 
-def upload_hashed(
-    plan: Plan,
-    prefix: str,
-    files: list[SourceFile],
-    record: list[str],
-) -> None:
+def upload_hashed(plan: Plan, prefix: str, files: list[SourceFile], record: list[str]) -> None:
     """Upload files below ``prefix`` (recorded in ``record``), each declaring its CRC32C."""
     record.extend(join(prefix, f.relpath) for f in files)
     sha256 = plan.checksum == "sha256"
@@ -175,8 +168,8 @@ def copy_files(
     dst_dir: str,
     relpaths: Sequence[str],
     placed: list[str],
-    sizes: Mapping[str, int] | None = None,
     copy: Copier | None = None,
+    sizes: Mapping[str, int] | None = None,
 ) -> None:
     """Server-side copy of ``relpaths`` from ``src_dir`` to ``dst_dir`` (recorded in ``placed``)
     by ``copy`` (default ``storage.copy``, told the ``sizes`` by relative path if known)."""
@@ -205,7 +198,7 @@ def copy_into_place(
     """Copy every other file first, then saved_model.pb: a loader that polls for it finds the
     rest already there."""
     for group in split_last(relpaths, str):
-        copy_files(storage, src_dir, dst_dir, group, placed, sizes)
+        copy_files(storage, src_dir, dst_dir, group, placed, sizes=sizes)
 
 
 def check_contents(
@@ -376,7 +369,7 @@ class StagedCopy(_Strategy):
 
         def place(files: list[SourceFile]) -> None:
             relpaths = [f.relpath for f in files]
-            copy_files(plan.storage, plan.staging, plan.target, relpaths, plan.placed, sizes, copy)
+            copy_files(plan.storage, plan.staging, plan.target, relpaths, plan.placed, copy, sizes)
 
         place(others)
         write_marker(plan, self.cleanup, last, lambda: place(last))

@@ -221,12 +221,12 @@ def _promote_flat(
     storage.delete([join(dst, name) for name in SAVED_MODEL_NAMES if name in listed])
     others, last = split_last([f.path for f in info.files], str)
     sizes = {f.path: f.size for f in info.files}  # checked by commit_marker below
-    copy_files(storage, src_dir, dst, others, [], sizes)
+    copy_files(storage, src_dir, dst, others, [], sizes=sizes)
     wanted = {f.path for f in info.files} | {PENDING_NAME}
     storage.delete(
         [join(dst, e.relpath) for e in storage.list_tree(dst) if e.relpath not in wanted]
     )
-    copy_files(storage, src_dir, dst, last, [], sizes)
+    copy_files(storage, src_dir, dst, last, [], sizes=sizes)
 
     def still_ours() -> None:
         if storage.read_bytes(join(dst, PENDING_NAME), len(note)) != note:
