@@ -66,6 +66,8 @@ class Plan:
     resume: Any = None  # a resume.Session (staged mode): reuses proven uploads, records new ones
     read_ahead: dict[str, tuple[bytes, Digests]] = field(default_factory=dict, repr=False)
     cleaned: bool = False  # the strategy's cleanup has run
+    uploaded: bool = False  # StagedCopy.stage ran (while the claim was decided)
+    cancelled: bool = False  # the claim was lost while staging: start no more transfers
     _marker: bytes | None = field(default=None, repr=False)
 
     @property
@@ -124,6 +126,8 @@ def transfer_hashed(
     read per file). ``plan.on_file`` hears each file's size once its transfer is complete."""
 
     def one(f: SourceFile) -> None:
+        if plan.cancelled:  # the claim was lost meanwhile (publishing.StageWhileDeciding)
+            return
         digests = transfer(f)
         plan.records[f.relpath] = FileRecord(f.relpath, f.size, digests.sha256, digests.crc32c)
         if plan.resume is not None:
@@ -358,9 +362,16 @@ class StagedCopy(_Strategy):
 
     name = "staged"
 
-    def commit(self, plan: Plan) -> None:
+    def stage(self, plan: Plan) -> None:
+        """Upload every file an interrupted publish did not leave proven, to this plan's
+        staging. Touches nothing outside it: it may run while the claim is still decided."""
         fresh = plan.files if plan.resume is None else plan.resume.reuse(plan)
         upload_hashed(plan, plan.staging, fresh, plan.staged)
+        plan.uploaded = True
+
+    def commit(self, plan: Plan) -> None:
+        if not plan.uploaded:
+            self.stage(plan)
         # The sizes are known: no listing or HEAD before the copies. A resume copies reused
         # objects from the staging they were proven in (resume.py).
         sizes = {f.relpath: f.size for f in plan.files}

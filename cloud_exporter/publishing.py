@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import storage_checksums
@@ -28,6 +29,9 @@ READ_AHEAD_BYTES = 32 << 20  # at most this many bytes of small files are read d
 # The last automatic version this process claimed per base URI: the next guess starts above it,
 # so a publisher that publishes more than once a second needs no second claim round.
 _last_claimed: dict[str, int] = {}
+# Per base URI: did this process's last automatic claim hold at its first guess? If not (another
+# host's clock ahead, say), the next publish does not stage before its claim is decided.
+_first_guess_held: dict[str, bool] = {}
 
 
 def publish(
@@ -76,25 +80,36 @@ def publish(
     writer_id = f"w{os.getpid()}-{uuid.uuid4().hex[:12]}"
     strategy = choose_strategy(storage, mode)
     read: dict[str, tuple[bytes, Digests]] = {}
+    looked: dict[str, Any] = {}
+
+    def look() -> None:  # the staging area's listing does not depend on the version
+        from .resume import Session
+
+        looked["session"] = Session(storage, root, files)
 
     def read_now() -> None:  # S3/GCS: while the version is claimed, not after
         read.update(read_ahead(files, checksum == "sha256"))
 
-    claimed, session = _claim_and_look(
-        storage,
-        root,
-        version,
-        writer_id,
-        files,
-        resume and strategy.name == "staged",
-        read_now if storage.kind in ("s3", "gcs") else None,
-    )
-    plan = Plan(
-        storage, root, claimed, files, writer_id, meta, time.time(), __version__, progress, checksum
-    )
-    plan.resume, plan.read_ahead = session, read
+    def make_plan(v: int) -> Plan:
+        plan = Plan(
+            storage, root, v, files, writer_id, meta, time.time(), __version__, progress, checksum
+        )
+        plan.resume, plan.read_ahead = looked.get("session"), read
+        return plan
+
+    staged = strategy.name == "staged"
+    beside = [look] if resume and staged else []
+    if storage.kind in ("s3", "gcs"):
+        beside.append(read_now)
+    stage = None
+    if staged and version is None and _first_guess_held.get(storage.uri(root), True):
+        stage = StageWhileDeciding(strategy, make_plan)
+    claimed = claim_version(storage, root, version, writer_id, beside=beside, stage=stage)
+    plan = stage.plan if stage is not None and stage.plan is not None else make_plan(claimed)
     log.info("publishing %s as %s (%s)", source_dir, storage.uri(plan.target), strategy.name)
     try:
+        if stage is not None and stage.error is not None:
+            raise stage.error
         strategy.commit(plan)
     except BaseException as exc:
         # Storage still failing past the retry budget: keep the staged uploads to resume from.
@@ -110,41 +125,6 @@ def publish(
 
         prune_in(storage, root, build_policies(keep, None, None, ()), committed=info)
     return info
-
-
-def _claim_and_look(
-    storage: Storage,
-    base: str,
-    version: int | None,
-    writer_id: str,
-    files: list[SourceFile],
-    resume: bool,
-    meanwhile: Callable[[], None] | None,
-) -> tuple[int, Any]:
-    """Claim a version and, at the same time, with ``resume`` look for reusable staged uploads
-    (the look lists the staging area, which does not depend on the version), and run
-    ``meanwhile`` (``read_ahead``)."""
-    found: dict[str, Any] = {}
-
-    def claim() -> None:
-        found["version"] = claim_version(storage, base, version, writer_id)
-
-    def look() -> None:
-        from .resume import Session
-
-        found["session"] = Session(storage, base, files)
-
-    jobs = [job for job in (look if resume else None, meanwhile) if job is not None]
-    try:
-        storage.together(claim, *jobs)  # the claim on this thread
-    except BaseException:
-        if "version" in found:  # ours, and nothing is written under it yet
-            try:
-                storage.delete_one(claim_path(base, found["version"]))
-            except Exception as exc:
-                log.warning("could not remove the claim (%s); prune removes it later", exc)
-        raise
-    return found["version"], found.get("session")
 
 
 def read_ahead(files: list[SourceFile], sha256: bool) -> dict[str, tuple[bytes, Digests]]:
@@ -178,40 +158,107 @@ def check_version(version: object) -> None:
         )
 
 
-def claim_version(storage: Storage, base: str, requested: int | None, writer_id: str) -> int:
+class StageWhileDeciding:
+    """Staged mode, automatic version: upload to the claimed version's staging while the read
+    and the listing that decide the claim are in flight, one round trip off every publish.
+
+    Safe because staging uploads touch only this writer's own staging directory, under a claim
+    that already exists (prune treats both as in flight). If the claim is lost (the version
+    exists, or a newer one does), no further upload starts, the staged objects are removed
+    before the claim is (``undo``), and the next claim round runs without staging."""
+
+    def __init__(self, strategy: Any, make_plan: Callable[[int], Plan]) -> None:
+        self.strategy, self.make_plan = strategy, make_plan
+        self.plan: Plan | None = None
+        self.error: BaseException | None = None  # raised by publish if the claim holds
+        self._lost = False
+        self._lock = threading.Lock()
+
+    def start(self, version: int) -> None:
+        """Beside the decision: stage the files (an error is kept for publish to raise)."""
+        with self._lock:
+            if self._lost:  # memory://: the decision ran first
+                return
+            self.plan = plan = self.make_plan(version)
+        try:
+            self.strategy.stage(plan)
+        except BaseException as exc:
+            self.error = exc
+
+    def lose(self) -> None:
+        """The claim does not hold: start no more uploads."""
+        with self._lock:
+            self._lost = True
+            if self.plan is not None:
+                self.plan.cancelled = True
+
+    def undo(self) -> None:
+        """Remove what was staged, then the claim (the strategy's abort)."""
+        if self.plan is not None:
+            self.strategy.abort(self.plan)
+        self.plan, self.error = None, None
+
+
+def claim_version(
+    storage: Storage,
+    base: str,
+    requested: int | None,
+    writer_id: str,
+    *,
+    beside: Sequence[Callable[[], None]] = (),
+    stage: StageWhileDeciding | None = None,
+) -> int:
     """Reserve a version with a create-only claim object.
 
     An explicit version must not exist now. An automatic version must also be higher than every
     version directory listed once the claim exists: a number that was committed and pruned is
     never handed out again, however stale the guess that led to it (another process's clock,
-    a walk through numbers others took meanwhile).
+    a walk through numbers others took meanwhile). ``beside`` runs with the first claim's
+    create; ``stage`` (automatic versions only) with the first claim's decision.
     """
     if requested is not None:
-        if _try_claim(storage, base, requested, writer_id, newest=False) is not None:
+        if _try_claim(storage, base, requested, writer_id, newest=False, beside=beside):
             raise VersionConflictError(
                 f"version {requested} already exists or is being published under "
                 f"{storage.uri(base)}; choose another version or omit it"
             )
         return requested
     # No listing before the claim: the one after it decides, and bumps a stale guess.
-    candidate = max(int(time.time()), _last_claimed.get(storage.uri(base), -1) + 1)
-    for _ in range(_MAX_BUMPS):
+    uri = storage.uri(base)
+    candidate = max(int(time.time()), _last_claimed.get(uri, -1) + 1)
+    for attempt in range(_MAX_BUMPS):
         if candidate > MAX_VERSION:
             raise VersionConflictError(
-                f"no automatic version is left under {storage.uri(base)}: the next one would be "
+                f"no automatic version is left under {uri}: the next one would be "
                 f"{candidate}, beyond int64 ({MAX_VERSION}), which TF Serving cannot read; "
                 "publish to a new base, or delete or renumber the highest versions"
             )
-        retry_at = _try_claim(storage, base, candidate, writer_id, newest=True)
+        first = attempt == 0
+        retry_at = _try_claim(
+            storage,
+            base,
+            candidate,
+            writer_id,
+            newest=True,
+            beside=beside if first else (),
+            stage=stage if first else None,
+        )
         if retry_at is None:
-            _last_claimed[storage.uri(base)] = candidate
+            _last_claimed[uri], _first_guess_held[uri] = candidate, first
             return candidate
         candidate = retry_at
-    raise VersionConflictError(f"no free version found near {candidate} under {storage.uri(base)}")
+    raise VersionConflictError(f"no free version found near {candidate} under {uri}")
 
 
 def _try_claim(
-    storage: Storage, base: str, version: int, writer_id: str, *, newest: bool
+    storage: Storage,
+    base: str,
+    version: int,
+    writer_id: str,
+    *,
+    newest: bool,
+    beside: Sequence[Callable[[], None]] = (),
+    stage: StageWhileDeciding | None = None,
 ) -> int | None:
     """Claim ``version``: None when it is ours now, else the next candidate to try.
 
@@ -219,10 +266,17 @@ def _try_claim(
     claim (and any kept one above it) is seen. With ``newest`` the version must top them all.
     """
     claim, mine = claim_path(base, version), writer_id.encode()
-    created = storage.create_exclusive(claim, mine, durable=False)
-    if not created and storage.read_bytes(claim, 256) != mine:
+    created: list[bool] = []
+    try:
+        storage.together(
+            lambda: created.append(storage.create_exclusive(claim, mine, durable=False)), *beside
+        )
+    except BaseException:
+        if created and created[0]:  # ours, and nothing is written under it yet
+            _drop_claim(storage, claim)
+        raise
+    if not created[0] and storage.read_bytes(claim, 256) != mine:
         return version + 1  # another writer's claim (ours, when a retried create lost its answer)
-    # Both after the claim exists, independent of each other: sent together.
     found: dict[str, Any] = {}
 
     def look(what: str) -> None:
@@ -231,13 +285,43 @@ def _try_claim(
         else:
             found[what] = _listed_versions(storage, base)
 
-    storage.together(lambda: look("marker"), lambda: look("listing"))
-    committed, listed = found["marker"], found["listing"]
-    highest = max(listed, default=-1)
-    if not committed and version not in listed and not (newest and highest > version):
+    def decide() -> None:  # both after the claim exists, independent of each other: together
+        try:
+            storage.together(lambda: look("marker"), lambda: look("listing"))
+        except BaseException:
+            if stage is not None:  # no more uploads under a claim that may be dropped
+                stage.lose()
+            raise
+        highest = max(found["listing"], default=-1)
+        found["free"] = not found["marker"] and version not in found["listing"]
+        found["holds"] = found["free"] and not (newest and highest > version)
+        found["next"] = max(version, highest) + 1
+        if stage is not None and not found["holds"]:
+            stage.lose()
+
+    try:
+        if stage is None:
+            decide()
+        else:
+            storage.together(decide, lambda: stage.start(version))
+    except BaseException:
+        if stage is not None:  # its uploads, then the claim
+            stage.undo()
+        raise
+    if found["holds"]:
         return None
-    storage.delete_one(claim)  # the version exists, or a newer one does (claims go after commit)
-    return max(version, highest) + 1
+    if stage is not None:
+        stage.undo()  # the staged objects, then the claim (claims go after commit)
+    else:
+        storage.delete_one(claim)  # the version exists, or a newer one does
+    return found["next"]
+
+
+def _drop_claim(storage: Storage, claim: str) -> None:
+    try:
+        storage.delete_one(claim)
+    except Exception as exc:
+        log.warning("could not remove the claim (%s); prune removes it later", exc)
 
 
 def _listed_versions(storage: Storage, base: str) -> set[int]:

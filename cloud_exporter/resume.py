@@ -1,22 +1,26 @@
 """Resume an interrupted staged publish: reuse what a dead publisher proved it uploaded.
 
-After each file is both uploaded to its staging directory and hashed, the publisher writes a
-small record beside it, ``<staging>/.cloud-exporter-uploaded/<sha256(relpath)>.json`` holding
-the relative path, size, CRC32C (and SHA-256 when the publish records it). A record is written
-only after the upload completed, by the one writer that owns that staging directory, which never
-writes that path again: the record is the proof that the object holds those bytes.
+A staged object proves its own content where the store keeps the CRC32C it checked on upload
+(S3: every upload of ours declares it, read back by HeadObject with ChecksumMode; GCS: in
+every listing). Where it does not (other stores), or where SHA-256 is recorded as well, the
+publisher writes a small record beside each object once its upload is done,
+``<staging>/.cloud-exporter-uploaded/<sha256(relpath)>.json``, holding the relative path, size,
+CRC32C (and SHA-256). A record is written only after the upload completed, by the one writer
+that owns that staging directory, which never writes that path again. A record that is there
+but broken disowns its object.
 
-The next publish to the same base (any process, any host) lists the staging area once and reads
-the records (:class:`Session`); then it hashes, in parallel, the local files that a record could
-match (same relative path and size, the object listed with that size) and reuses an object only
-when the checksums match (``Session.prove``). A reused object is copied server-side straight
-from the dead publisher's staging into the new version directory, in the copy phase every staged
-publish has (``Session.place``): no bytes through the client and no extra copy. Nobody ever
-writes into, adopts or deletes another writer's staging area, so whether its owner is dead or
-alive (or on a clock hours off) does not matter; a copy whose source has gone in the meantime
-(its owner finished, a prune removed it) falls back to an upload. Two resumers of the same
-leftovers each build a complete version of their own. What is never resumed is removed by
-prune's orphan rules or the bucket lifecycle rule, like any leftover staging.
+The next publish to the same base (any process, any host) lists the staging area once, reads
+the records and the stored checksums of the objects no record names (:class:`Leftovers`); then
+it hashes, in parallel, the local files that an object could match (same relative path and
+size) and reuses an object only when the checksums match (``Session.reuse``). A reused object
+is copied server-side straight from the dead publisher's staging into the new version
+directory, in the copy phase every staged publish has (``Session.place``): no bytes through the
+client and no extra copy. Nobody ever writes into, adopts or deletes another writer's staging
+area, so whether its owner is dead or alive (or on a clock hours off) does not matter; a copy
+whose source has gone in the meantime (its owner finished, a prune removed it) falls back to an
+upload. Two resumers of the same leftovers each build a complete version of their own. What is
+never resumed is removed by prune's orphan rules or the bucket lifecycle rule, like any
+leftover staging.
 """
 
 from __future__ import annotations
@@ -97,6 +101,18 @@ def _is_hex(value: object, length: int) -> bool:
     return all(c in "0123456789abcdefABCDEF" for c in value)
 
 
+def keeps_checksums(storage: Storage) -> bool:
+    """The store keeps every object's CRC32C as checked on upload (S3 by HeadObject with
+    ChecksumMode, GCS in its listings): a staged object then proves itself, no record needed."""
+    return storage.kind in ("s3", "gcs")
+
+
+def needs_record(plan: Any) -> bool:
+    """Write an upload record: SHA-256 is recorded (the store keeps only CRC32C), or the store
+    keeps no checksum of its own."""
+    return plan.checksum == "sha256" or not keeps_checksums(plan.storage)
+
+
 class Leftovers:
     """One listing of the staging area: which local files some writer's staging could hold."""
 
@@ -106,19 +122,38 @@ class Leftovers:
         self.sizes = sizes = {e.relpath: e.size for e in entries}
         self.crcs = {e.relpath: e.crc32c for e in entries if e.crc32c}  # GCS lists them
         by_name = {_record_name(f.relpath): f for f in files}
+        wanted = {f.relpath: f.size for f in files}
         self.records: dict[str, list[tuple[str, str]]] = {}  # relpath -> [(owner, record path)]
+        spoken_for: set[str] = set()  # "<owner>/<relpath>" that some record names
         marker = f"/{RECORDS_DIRNAME}/"
         for e in entries:
             owner, sep, name = e.relpath.partition(marker)
             f = by_name.get(name) if sep and owner and "/" not in owner else None
+            if f is not None:
+                spoken_for.add(f"{owner}/{f.relpath}")  # a broken record disowns its object
             # <root>/<version>-<writer>/.cloud-exporter-uploaded/<name>.json beside the object
             if f is None or e.size > _RECORD_LIMIT or sizes.get(f"{owner}/{f.relpath}") != f.size:
                 continue
             self.records.setdefault(f.relpath, []).append((owner, join(self.root, e.relpath)))
+        # Staged objects of the right size that no record names: their store-kept CRC32C is
+        # the proof (S3 and GCS check it on upload), read by ``candidates``.
+        self.bare: list[str] = [
+            e.relpath
+            for e in entries
+            if "/" in e.relpath
+            and e.relpath not in spoken_for
+            and wanted.get(e.relpath.partition("/")[2]) == e.size
+        ]
+
+    @property
+    def maybe(self) -> set[str]:
+        """Relative paths some staged object could hold."""
+        return {*self.records, *(p.partition("/")[2] for p in self.bare)}
 
     def candidates(self, storage: Storage) -> dict[str, list[tuple[str, FileRecord]]]:
-        """{relpath: [(staged object, its record)]}: the records read (one batched read) whose
-        relative path and size match the listed object beside them."""
+        """{relpath: [(staged object, what it holds)]}: the records read (one batched read)
+        whose relative path and size match the listed object beside them, and the objects
+        without a record whose stored CRC32C is known (GCS: listed; S3: HEAD, in parallel)."""
         paths = [p for found in self.records.values() for _, p in found]
         got = storage.read_many(paths, _RECORD_LIMIT)
         out: dict[str, list[tuple[str, FileRecord]]] = {}
@@ -135,7 +170,23 @@ class Leftovers:
                 ):
                     staged = join(self.root, owner, relpath)
                     out.setdefault(relpath, []).append((staged, record))
+        for path, crc in self._stored(storage).items():
+            relpath = path.partition("/")[2]
+            if crc is not None:
+                record = FileRecord(relpath, self.sizes[path], None, crc)
+                out.setdefault(relpath, []).append((join(self.root, path), record))
         return out
+
+    def _stored(self, storage: Storage) -> dict[str, str | None]:
+        if not self.bare or not keeps_checksums(storage):
+            return {}
+        if storage.kind == "gcs":
+            return {p: self.crcs.get(p) for p in self.bare}
+        try:  # an object gone since the listing (its live owner finished) proves nothing
+            return storage.stored_checksums(self.root, self.bare, missing_ok=True)
+        except StorageError as exc:  # resume is an optimisation: those files are uploaded
+            log.warning("cannot read the checksums of staged objects (%s); uploading", exc)
+            return {}
 
 
 @contextlib.contextmanager
@@ -171,8 +222,9 @@ class Session:
         manifest record now; its object is copied into place by :meth:`place`."""
         from .commit import upload_hashed  # commit imports nothing of resume: no cycle
 
-        maybe = [f for f in plan.files if f.relpath in self.leftovers.records]
-        fresh = [f for f in plan.files if f.relpath not in self.leftovers.records]
+        could = self.leftovers.maybe
+        maybe = [f for f in plan.files if f.relpath in could]
+        fresh = [f for f in plan.files if f.relpath not in could]
         if not maybe:
             return fresh
         failed: list[BaseException] = []
@@ -258,10 +310,13 @@ class Session:
             plan.on_file(f.size)
 
     def step(self, plan: Any, f: SourceFile) -> None:
-        """Called once ``f`` is uploaded and hashed (one pass): writes its record."""
+        """Called once ``f`` is uploaded and hashed (one pass): writes its record, where one
+        is needed (``needs_record``)."""
         self._write_record(plan, f)
 
     def _write_record(self, plan: Any, f: SourceFile) -> None:
+        if not needs_record(plan):
+            return
         path = record_path(plan.staging, f.relpath)
         with self._lock:
             plan.staged.append(path)  # removed with the staging files, on success or abort

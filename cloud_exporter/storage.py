@@ -316,9 +316,11 @@ class Storage:
         """Upload one file declaring its CRC32C (see ``checksummed.upload_hashed``)."""
         return checksummed.upload_hashed(self, local_path, remote, sha256, read)
 
-    def stored_checksums(self, prefix: str, relpaths: Sequence[str]) -> dict[str, str | None]:
+    def stored_checksums(
+        self, prefix: str, relpaths: Sequence[str], missing_ok: bool = False
+    ) -> dict[str, str | None]:
         """The CRC32C the store keeps per object (see ``checksummed.stored_checksums``)."""
-        return checksummed.stored_checksums(self, prefix, relpaths)
+        return checksummed.stored_checksums(self, prefix, relpaths, missing_ok)
 
     def copy(
         self, pairs: Sequence[tuple[str, str]], sizes: Mapping[str, int] | None = None

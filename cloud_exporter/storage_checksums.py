@@ -337,9 +337,10 @@ def _declare(storage: Storage, digests: Digests, single: bool) -> dict[str, Any]
 
 
 def stored_checksums(
-    storage: Storage, prefix: str, relpaths: Sequence[str]
+    storage: Storage, prefix: str, relpaths: Sequence[str], missing_ok: bool = False
 ) -> dict[str, str | None]:
-    """The CRC32C (8 hex digits) the store keeps for each object, None where it keeps none.
+    """The CRC32C (8 hex digits) the store keeps for each object, None where it keeps none
+    (or, with ``missing_ok``, where the object has gone).
 
     GCS: one fresh listing (crc32c is in every object resource). S3: HeadObject with
     ChecksumMode=ENABLED, HEADS_IN_FLIGHT at a time. Other filesystems keep none. No
@@ -356,15 +357,20 @@ def stored_checksums(
     def head(relpath: str) -> None:
         path = f"{prefix}/{relpath}"
         bucket, key, _ = real.split_path(path)
-        got = storage._call(
-            "stat",
-            path,
-            real.call_s3,
-            "head_object",
-            Bucket=bucket,
-            Key=key,
-            ChecksumMode="ENABLED",
-        )
+        try:
+            got = storage._call(
+                "stat",
+                path,
+                real.call_s3,
+                "head_object",
+                Bucket=bucket,
+                Key=key,
+                ChecksumMode="ENABLED",
+            )
+        except (FileNotFoundError, LocationNotFoundError):
+            if not missing_ok:
+                raise
+            return
         value = got.get("ChecksumCRC32C")
         out[relpath] = crc32c_hex(value) if isinstance(value, str) else None
 

@@ -38,20 +38,28 @@ def _record_requests(fs) -> list[tuple[str, str]]:
     return sent
 
 
-@pytest.mark.parametrize("resume", [True, False])
-def test_a_staged_s3_publish_copies_without_looking_up_sizes(s3_backend, tmp_path, resume):
+@pytest.mark.parametrize(
+    ("resume", "checksum"), [(True, "crc32c"), (False, "crc32c"), (True, "sha256")]
+)
+def test_a_staged_s3_publish_copies_without_looking_up_sizes(
+    s3_backend, tmp_path, resume, checksum
+):
+    """Upload records only where the store's own CRC32C cannot prove the object: with SHA-256
+    recorded. A crc32c publish writes none (S3 keeps each upload's checked CRC32C)."""
     source = fake_saved_model(tmp_path / "model", seed=21)
     files = sorted(p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file())
     fs = s3_backend.new_fs()
     sent = _record_requests(fs)
-    info = ce.publish(source, s3_backend.base + ODD_BASE, filesystem=fs, resume=resume)
+    info = ce.publish(
+        source, s3_backend.base + ODD_BASE, filesystem=fs, resume=resume, checksum=checksum
+    )
     ops = [op for op, _ in sent]
     assert "head_object" not in ops  # no size look-up before a copy, no HEAD after a listing
     assert ops.count("copy_object") == len(files)
     # Listings: staging (resume only), the base's children, pre- and post-commit checks.
     assert ops.count("list_objects_v2") == (4 if resume else 3)
     records = [k for op, k in sent if op == "put_object" and f"/{RECORDS_DIRNAME}/" in k]
-    assert len(records) == (len(files) if resume else 0)
+    assert len(records) == (len(files) if resume and checksum == "sha256" else 0)
     marker = next(
         i for i, (op, k) in enumerate(sent) if op == "put_object" and k.endswith(MARKER_NAME)
     )
@@ -132,3 +140,42 @@ def test_read_ahead_takes_the_largest_single_request_files_within_its_budget(tmp
         "variables/a",
         "variables/c",
     ]
+
+
+def test_a_lost_first_claim_removes_what_it_staged_and_the_next_publish_waits_for_the_decision(
+    server_backend, tmp_path, monkeypatch
+):
+    """Staged uploads start beside the claim's decision (automatic versions). A host whose
+    clock is 3 hours ahead has committed a higher version: our first guess loses, what it
+    staged is deleted before its claim, the publish commits above that version, and the next
+    publish on that base stages only after its decision; once a first guess holds, the one
+    after stages beside the decision again."""
+    import time
+
+    from cloud_exporter import publishing
+
+    starts: list[int] = []
+    real_start = publishing.StageWhileDeciding.start
+
+    def counting_start(self, version):
+        starts.append(version)
+        return real_start(self, version)
+
+    monkeypatch.setattr(publishing.StageWhileDeciding, "start", counting_start)
+    source = fake_saved_model(tmp_path / "model", seed=23)
+    base = server_backend.join("ahead" + ODD_BASE)
+    ahead = int(time.time()) + 3 * 3600
+    ce.publish(source, base, version=ahead, filesystem=server_backend.new_fs())
+    assert starts == []  # an explicit version never stages before its decision
+    staging = server_backend.strip(base) + "/.cloud-exporter-staging"
+    fs = server_backend.new_fs()
+    first = ce.publish(source, base, filesystem=fs)
+    assert len(starts) == 1 and starts[0] < ahead < first.version  # staged, lost, bumped
+    assert server_backend.new_fs().find(staging) == []  # the lost claim's uploads are gone
+    second = ce.publish(source, base, filesystem=fs)
+    assert len(starts) == 1 and second.version > first.version  # no staging before deciding
+    third = ce.publish(source, base, filesystem=fs)
+    assert len(starts) == 2 and starts[1] == third.version  # the second's first guess held
+    for info in (first, second, third):
+        ce.verify_export(base, info.version, deep=True, filesystem=server_backend.new_fs())
+    assert server_backend.new_fs().find(staging) == []

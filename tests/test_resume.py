@@ -6,6 +6,7 @@ import contextlib
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from invariants import check_state, committed, manifest_of, manifest_of_export
@@ -57,9 +58,15 @@ def test_crash_at_every_mutating_call_then_resume(
         dying = FaultyFileSystem(server_backend.new_fs(), crash_after=k)
         with contextlib.suppress(InjectedCrash):
             ce.publish(source, base, filesystem=dying, concurrency=1)
-        proven = sum(
-            1 for path in checker.find(server_backend.strip(base)) if RECORDS_DIRNAME in path
-        )
+        # S3 and GCS keep each staged object's CRC32C: every staged object is proven (an
+        # object exists only once its upload completed), and no record is written.
+        staged = [
+            path
+            for path in checker.find(server_backend.strip(base))
+            if f"/{STAGING_DIRNAME}/" in path and not path.endswith(".claim")
+        ]
+        assert not [p for p in staged if RECORDS_DIRNAME in p], f"crash at {k}: no records"
+        proven = len(staged)
         before = committed(checker, server_backend.strip(base))
         resumer = FaultyFileSystem(server_backend.new_fs())
         caplog.clear()
@@ -178,15 +185,33 @@ def test_a_transient_failure_keeps_its_uploads_for_the_resume(
         assert leftovers.find(server_backend.strip(server_backend.join("denied"))) == []
 
 
-def _die_before_copies(backend: Backend, source: Path, base: str) -> None:
+def _die_before_copies(backend: Backend, source: Path, base: str, **options: Any) -> None:
     """Publish until every upload (and record) is staged, then crash at the first copy."""
     counting = FaultyFileSystem(backend.new_fs())
-    ce.publish(source, backend.join("count-copy"), filesystem=counting, concurrency=1)
+    ce.publish(source, backend.join("count-copy"), filesystem=counting, concurrency=1, **options)
     mutations = [c for c in counting.calls if c.mutating]
     first_copy = next(i for i, c in enumerate(mutations) if c.method == "cp_file")
     with pytest.raises(InjectedCrash):
         dying = FaultyFileSystem(backend.new_fs(), crash_after=first_copy + 1)
-        ce.publish(source, base, filesystem=dying, concurrency=1)
+        ce.publish(source, base, filesystem=dying, concurrency=1, **options)
+
+
+def test_a_sha256_publish_records_each_upload_and_resumes_from_the_records(
+    server_backend: Backend, tmp_path: Path
+) -> None:
+    """With SHA-256 recorded (which the store does not keep) each upload gets a record; the
+    resume proves by it and the new manifest carries every file's SHA-256."""
+    source = _source(tmp_path)
+    base = server_backend.join("sha256")
+    _die_before_copies(server_backend, source, base, checksum="sha256")
+    listed = server_backend.new_fs().find(server_backend.strip(base))
+    records = [p for p in listed if RECORDS_DIRNAME in p]
+    assert len(records) == len(manifest_of(source))
+    resumer = FaultyFileSystem(server_backend.new_fs())
+    info = ce.publish(source, base, filesystem=resumer, concurrency=1, checksum="sha256")
+    assert _uploads(resumer) == 0
+    assert all(f.sha256 for f in info.files)
+    ce.verify_export(base, info.version, deep=True, filesystem=server_backend.new_fs())
 
 
 def test_cli_resumes_by_default_and_no_resume_opts_out(s3_backend: Backend, tmp_path: Path) -> None:

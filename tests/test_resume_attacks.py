@@ -137,3 +137,82 @@ def test_resume_with_odd_names_and_a_clock_hours_off(
     assert [e.version for e in listed] == [info.version]
     assert manifest_of_export(info) == manifest_of(source)
     ce.verify_export(base, info.version, deep=True, filesystem=server_backend.new_fs())
+
+
+def _plant(backend: Backend, fs, path: str, data: bytes, crc32c: bytes | None) -> None:
+    """Write an object into a staging area; on S3 with ``crc32c`` declared (moto keeps a
+    declared checksum unchecked, so any value can be planted), without one if None. GCS
+    computes the object's CRC32C itself."""
+    if backend.name != "s3":
+        fs.pipe_file(path, data)
+        return
+    import base64
+
+    bucket, key = path.split("/", 1)
+    extra = {}
+    if crc32c is not None:
+        extra = {"ChecksumAlgorithm": "CRC32C", "ChecksumCRC32C": base64.b64encode(crc32c).decode()}
+    fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **extra)
+
+
+def test_staged_objects_without_records_are_proven_only_by_a_matching_stored_crc32c(
+    server_backend: Backend, tmp_path: Path
+) -> None:
+    """No record: an object of the right size is reused only if the CRC32C the store keeps
+    for it equals the local file's. Other bytes of the same size, or no stored CRC32C (S3),
+    are uploaded instead; the one right object is copied (the control that this can pass)."""
+    import google_crc32c
+
+    source = _source(tmp_path)
+    base = server_backend.join("bare [1]*?# ü")
+    fs = server_backend.new_fs()
+    root = server_backend.strip(base) + "/" + STAGING_DIRNAME
+    shard = "variables/variables.data-00000-of-00001"
+    data = (source / shard).read_bytes()
+    other = bytes(reversed(data))
+    assert other != data
+
+    def crc(b: bytes) -> bytes:
+        return google_crc32c.value(b).to_bytes(4, "big")
+
+    _plant(server_backend, fs, f"{root}/1-wA/{shard}", other, crc(other))  # other bytes
+    if server_backend.name == "s3":
+        _plant(server_backend, fs, f"{root}/1-wB/{shard}", data, None)  # no CRC32C kept
+    _plant(server_backend, fs, f"{root}/1-wC/{shard}", data, crc(data))  # the right object
+    resumer = FaultyFileSystem(server_backend.new_fs())
+    info = ce.publish(source, base, filesystem=resumer)
+    assert _uploads(resumer) == len(info.files) - 1
+    copied_from = [c.paths[0] for c in resumer.calls if c.method == "cp_file"]
+    assert [p for p in copied_from if "/1-w" in p] == [f"{root}/1-wC/{shard}"]
+    ce.verify_export(base, info.version, deep=True, filesystem=server_backend.new_fs())
+    assert manifest_of_export(info) == manifest_of(source)
+
+
+def test_a_staged_object_gone_before_its_proof_is_uploaded_instead(
+    server_backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listed object that vanishes before its checksum is read (S3: the HEAD finds nothing)
+    or before its copy (GCS: the listing carried its CRC32C) is uploaded, not an error: its
+    live owner finished and cleaned up meanwhile."""
+    import google_crc32c
+
+    from cloud_exporter import resume
+
+    source = _source(tmp_path)
+    base = server_backend.join("gone [1] ü")
+    fs = server_backend.new_fs()
+    shard = "variables/variables.data-00000-of-00001"
+    planted = f"{server_backend.strip(base)}/{STAGING_DIRNAME}/1-wC/{shard}"
+    data = (source / shard).read_bytes()
+    _plant(server_backend, fs, planted, data, google_crc32c.value(data).to_bytes(4, "big"))
+    real = resume.Leftovers.candidates
+
+    def vanish_first(self, storage):
+        server_backend.new_fs().rm_file(planted)
+        return real(self, storage)
+
+    monkeypatch.setattr(resume.Leftovers, "candidates", vanish_first)
+    resumer = FaultyFileSystem(server_backend.new_fs())
+    info = ce.publish(source, base, filesystem=resumer)
+    assert _uploads(resumer) == len(info.files)
+    ce.verify_export(base, info.version, deep=True, filesystem=server_backend.new_fs())
