@@ -217,7 +217,7 @@ def claim_version(
     create; ``stage`` (automatic versions only) with the first claim's decision.
     """
     if requested is not None:
-        if _try_claim(storage, base, requested, writer_id, newest=False, beside=beside):
+        if _try_claim(storage, base, requested, writer_id, newest=False, beside=beside) is not None:
             raise VersionConflictError(
                 f"version {requested} already exists or is being published under "
                 f"{storage.uri(base)}; choose another version or omit it"

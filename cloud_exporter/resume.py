@@ -102,15 +102,37 @@ def _is_hex(value: object, length: int) -> bool:
 
 
 def keeps_checksums(storage: Storage) -> bool:
-    """The store keeps every object's CRC32C as checked on upload (S3 by HeadObject with
-    ChecksumMode, GCS in its listings): a staged object then proves itself, no record needed."""
+    """The store may keep every object's CRC32C as checked on upload (S3 by HeadObject with
+    ChecksumMode, GCS in its listings): a staged object can then prove itself."""
     return storage.kind in ("s3", "gcs")
 
 
-def needs_record(plan: Any) -> bool:
-    """Write an upload record: SHA-256 is recorded (the store keeps only CRC32C), or the store
-    keeps no checksum of its own."""
-    return plan.checksum == "sha256" or not keeps_checksums(plan.storage)
+# Per S3 bucket: does the store hand back the CRC32C an upload declared? Real S3 and moto do;
+# an S3-compatible store may not, and there every upload needs its record.
+_s3_keeps: dict[str, bool] = {}
+_s3_probe_lock = threading.Lock()
+
+
+def needs_record(plan: Any, f: SourceFile) -> bool:
+    """Write an upload record for ``f`` (just uploaded to ``plan.staging``): SHA-256 is
+    recorded (the store keeps only CRC32C), or the store keeps no checksum of its own. On S3
+    the first upload of each bucket in a process asks the store (one HEAD)."""
+    storage = plan.storage
+    if plan.checksum == "sha256" or not keeps_checksums(storage):
+        return True
+    if storage.kind == "gcs":  # every GCS object has its crc32c
+        return False
+    bucket = storage.uri(plan.base.split("/", 1)[0])
+    with _s3_probe_lock:
+        if bucket not in _s3_keeps:
+            try:
+                got = storage.stored_checksums(plan.staging, [f.relpath], missing_ok=True)
+            except StorageError:  # ask again next time; record meanwhile
+                return True
+            _s3_keeps[bucket] = got.get(f.relpath) is not None
+            if not _s3_keeps[bucket]:
+                log.info("%s keeps no CRC32C of uploads: writing upload records", bucket)
+        return not _s3_keeps[bucket]
 
 
 class Leftovers:
@@ -315,7 +337,7 @@ class Session:
         self._write_record(plan, f)
 
     def _write_record(self, plan: Any, f: SourceFile) -> None:
-        if not needs_record(plan):
+        if not needs_record(plan, f):
             return
         path = record_path(plan.staging, f.relpath)
         with self._lock:

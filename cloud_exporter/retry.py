@@ -1,4 +1,5 @@
-"""Which storage errors are worth retrying, and the retry policy as a value.
+"""Which storage errors are worth retrying (and which mean "permission denied" or "empty
+range"), and the retry policy as a value.
 
 Every call to a backend goes through ``RetryPolicy.call``, which retries transient errors. The
 other loops each retry one specific answer, a bounded number of times: ``Storage.upload_hashed``
@@ -128,3 +129,21 @@ def _log_retry(what: str, state: tenacity.RetryCallState) -> None:
         state.attempt_number,
         wait,
     )
+
+
+def is_permission_denied(exc: OSError) -> bool:
+    """PermissionError (s3fs for 403 AccessDenied, the OS for EACCES), or the plain OSError
+    that gcsfs raises for an HTTP 403 (its message starts with "Forbidden:")."""
+    return isinstance(exc, PermissionError) or (
+        type(exc) is OSError and str(exc).startswith("Forbidden:")
+    )
+
+
+# Errors of the HTTP stacks below fsspec that are not OSErrors (gcsfs, botocore).
+BACKEND_ERRORS = frozenset({"HttpError", "ClientError", "ParamValidationError"})
+
+
+def is_empty_range(exc: BaseException) -> bool:
+    """The answer to a range read of a zero-byte object (HTTP 416 / InvalidRange)."""
+    text = f"{type(exc).__name__} {exc} {getattr(exc, 'code', '')}"
+    return "416" in text or "InvalidRange" in text or "not satisfiable" in text.lower()

@@ -21,8 +21,6 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
 from glob import has_magic
 from typing import Any, TypeVar
@@ -33,22 +31,33 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
 from . import storage_checksums as checksummed
-from .backends import innermost, resolve
+from .backends import (
+    RANGED_GET_OPTIONS,
+    bounded_get_options,
+    bounded_put_options,
+    innermost,
+    resolve,
+)
 from .errors import (
     InvalidArgumentError,
     LocationNotFoundError,
     PermissionDeniedError,
     StorageError,
 )
-from .retry import DEFAULT_RETRY, RetryPolicy
-from .source import Digests, crc32c_hex, digest_stream
-from .storage_checksums import PARTS_IN_FLIGHT, TRANSFER_CHUNK, copy_sized
-from .storage_pages import list_pages, paged, walk_local
+from .retry import (
+    BACKEND_ERRORS,
+    DEFAULT_RETRY,
+    RetryPolicy,
+    is_empty_range,
+    is_permission_denied,
+)
+from .source import Digests, digest_stream
+from .storage_checksums import copy_sized
+from .storage_pages import Entry, list_pages, listed_mtime, paged, walk_local
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-GCS_RESUMABLE_CHUNK = 32 << 20  # gcsfs sends a resumable upload's chunks one at a time
 CLOCK_PROBE_PREFIX = ".cloud-exporter-clock-"  # store_now's probe objects (orphans if it dies)
 DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1000 keys per request
 # memory:// lives in this process: a lock per path makes its creates exclusive; creates of other
@@ -56,27 +65,6 @@ DELETE_BATCH = 1000  # S3 DeleteObjects takes at most 1000 keys per request
 _MEMORY_CREATE_LOCKS: dict[str, threading.RLock] = {}
 _MEMORY_LOCKS_GUARD = threading.Lock()
 READS_IN_FLIGHT = 64  # concurrent GETs of one read_many batch (markers of list/latest/prune)
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A listed object: its path relative to the listed prefix, size and modification time."""
-
-    relpath: str
-    size: int
-    mtime: float | None
-    crc32c: str | None = None  # 8 hex digits, where the listing carries it (GCS)
-
-    @classmethod
-    def listed(cls, relpath: str, info: dict[str, Any]) -> Entry:
-        """An entry from one object of a listing: fsspec's info, S3 Contents or a GCS item."""
-        crc = info.get("crc32c")
-        return cls(
-            relpath,
-            int(info.get("size") or info.get("Size") or 0),
-            _mtime(info),
-            crc32c_hex(crc) if isinstance(crc, str) else None,
-        )
 
 
 def _memory_create_lock(path: str) -> threading.RLock:
@@ -98,8 +86,8 @@ class Storage:
         #: Listings that show exactly what is there (local disk, no wrapper): no listing lags.
         self.exact_listings = self.is_local and fs is real
         self._is_memory = isinstance(real, MemoryFileSystem)
-        self._put_options = _bounded_put_options(real)
-        self._get_options = _bounded_get_options(real)
+        self._put_options = bounded_put_options(real)
+        self._get_options = bounded_get_options(real)
         self._large_file = threading.Semaphore(1)  # one multipart upload at a time
         protocols = real.protocol if isinstance(real.protocol, (tuple, list)) else (real.protocol,)
         self.kind = "s3" if "s3" in protocols else "gcs" if "gs" in protocols else "other"
@@ -117,14 +105,14 @@ class Storage:
         except (FileNotFoundError, FileExistsError):
             raise  # answers, not failures: each caller decides what they mean
         except Exception as exc:
-            if not isinstance(exc, OSError) and type(exc).__name__ not in _BACKEND_ERRORS:
+            if not isinstance(exc, OSError) and type(exc).__name__ not in BACKEND_ERRORS:
                 raise
             if isinstance(exc, OSError) and is_permission_denied(exc):
                 raise PermissionDeniedError(
                     f"permission denied to {what} {self.uri(path)}: grant the training identity "
                     "object create/get/list/delete on the export prefix (see terraform/)"
                 ) from exc
-            if _is_empty_range(exc):
+            if is_empty_range(exc):
                 raise
             raise StorageError(
                 f"cannot {what} {self.uri(path)}: {exc}; the storage service refused the "
@@ -193,7 +181,7 @@ class Storage:
         except FileNotFoundError:
             return None
         except Exception as exc:  # a range read of an empty object: 416 on S3 and GCS
-            if not _is_empty_range(exc) or self.size_of(path) != 0:
+            if not is_empty_range(exc) or self.size_of(path) != 0:
                 raise
             return b""
 
@@ -242,7 +230,7 @@ class Storage:
     def mtime_of(self, path: str) -> float | None:
         """The store's modification time of one object, from a fresh HEAD; None if missing."""
         info = self._head(path)
-        return _mtime(info) if info is not None else None
+        return listed_mtime(info) if info is not None else None
 
     def store_now(self, directory: str) -> float:
         """The store's clock now: the modification time of a probe object written (and
@@ -271,7 +259,7 @@ class Storage:
         whole. Memory stays at the backend's read chunk; FileNotFoundError if it is gone.
         ``ranged`` (GCS): fetch concurrent ranges, at most RANGED_PREFETCH bytes in memory."""
         os.makedirs(os.path.dirname(local_path), exist_ok=True)
-        options = _RANGED_GET.get(self.kind, {}) if ranged else self._get_options
+        options = RANGED_GET_OPTIONS.get(self.kind, {}) if ranged else self._get_options
         self._call("download", path, self.fs.get_file, path, local_path, **options)
 
     def open_read(self, path: str) -> Any:
@@ -431,43 +419,6 @@ class Storage:
         return resolve(uri, self.fs)[1]
 
 
-def _bounded_put_options(fs: Any) -> dict[str, Any]:
-    """Part size and part concurrency that bound the memory of one upload (s3fs, gcsfs)."""
-    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
-    if "s3" in protocols:
-        return {"chunksize": TRANSFER_CHUNK, "max_concurrency": PARTS_IN_FLIGHT}
-    if "gs" in protocols or "gcs" in protocols:
-        return {"chunksize": GCS_RESUMABLE_CHUNK}
-    return {}
-
-
-RANGED_PREFETCH = 32 << 20  # 4 ranges of 8 MiB
-_RANGED_GET = {
-    "gcs": {"concurrency": 4, "chunk_size": 8 << 20, "max_prefetch_size": RANGED_PREFETCH},
-}
-
-
-def _bounded_get_options(fs: Any) -> dict[str, Any]:
-    """Stream downloads front to back in small reads. gcsfs would preallocate files of 100 MB+
-    and fill them from up to 128 MiB of prefetched ranges; s3fs fetches a file above its block
-    size (50 MiB) as concurrent parts of that size, each held in memory whole (an 8-file sync
-    of 100 MiB files grew by 489 MiB)."""
-    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
-    if "gs" in protocols or "gcs" in protocols:
-        return {"concurrency": 1}
-    if "s3" in protocols:
-        return {"max_concurrency": 1}
-    return {}
-
-
-def is_permission_denied(exc: OSError) -> bool:
-    """PermissionError (s3fs for 403 AccessDenied, the OS for EACCES), or the plain OSError
-    that gcsfs raises for an HTTP 403 (its message starts with "Forbidden:")."""
-    return isinstance(exc, PermissionError) or (
-        type(exc) is OSError and str(exc).startswith("Forbidden:")
-    )
-
-
 def _local_create_exclusive(path: str, data: bytes, durable: bool) -> None:
     for _ in range(100):  # another publisher may remove the empty parent between the two calls
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -483,30 +434,3 @@ def _local_create_exclusive(path: str, data: bytes, durable: bool) -> None:
         if durable:
             f.flush()
             os.fsync(f.fileno())
-
-
-# Errors of the HTTP stacks below fsspec that are not OSErrors (gcsfs, botocore).
-_BACKEND_ERRORS = frozenset({"HttpError", "ClientError", "ParamValidationError"})
-
-
-def _is_empty_range(exc: BaseException) -> bool:
-    """The answer to a range read of a zero-byte object (HTTP 416 / InvalidRange)."""
-    text = f"{type(exc).__name__} {exc} {getattr(exc, 'code', '')}"
-    return "416" in text or "InvalidRange" in text or "not satisfiable" in text.lower()
-
-
-def _mtime(info: dict[str, Any]) -> float | None:
-    for key in ("mtime", "LastModified", "updated", "created"):
-        value = info.get(key)
-        if value is None:
-            continue
-        if isinstance(value, datetime):
-            return value.timestamp()
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-            except ValueError:
-                continue
-    return None

@@ -1,4 +1,5 @@
-"""The storage module's paged listing: a recursive listing handed over one page at a time, so
+"""The storage module's listings: the ``Entry`` each listed object becomes, and the paged
+listing: a recursive listing handed over one page at a time, so
 that a caller can start on the first page (read the markers it names) while the next is on
 its way. ``list_exports`` and ``prune`` over E exports then cost about the marker reads alone,
 not the listing pages plus the reads.
@@ -18,12 +19,56 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from fsspec.asyn import sync
 
+from .source import crc32c_hex
+
 if TYPE_CHECKING:
-    from .storage import Entry, Storage
+    from .storage import Storage
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A listed object: its path relative to the listed prefix, size and modification time."""
+
+    relpath: str
+    size: int
+    mtime: float | None
+    crc32c: str | None = None  # 8 hex digits, where the listing carries it (GCS)
+
+    @classmethod
+    def listed(cls, relpath: str, info: dict[str, Any]) -> Entry:
+        """An entry from one object of a listing: fsspec's info, S3 Contents or a GCS item."""
+        crc = info.get("crc32c")
+        return cls(
+            relpath,
+            int(info.get("size") or info.get("Size") or 0),
+            listed_mtime(info),
+            crc32c_hex(crc) if isinstance(crc, str) else None,
+        )
+
+
+def listed_mtime(info: dict[str, Any]) -> float | None:
+    """The modification time of a listed object, whichever field its backend names it by."""
+    for key in ("mtime", "LastModified", "updated", "created"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
+
 
 PAGE_SIZE = 1000  # objects per listing request (the most either store returns in one page)
 
@@ -63,8 +108,6 @@ def list_pages(
 def _s3_page(
     storage: Storage, bucket: str, key: str, token: str | None, size: int
 ) -> tuple[list[Entry], str | None]:
-    from .storage import Entry
-
     more = {"ContinuationToken": token} if token else {}
     got = storage.real.call_s3("list_objects_v2", Bucket=bucket, Prefix=key, MaxKeys=size, **more)
     entries = [
@@ -78,8 +121,6 @@ def _s3_page(
 def _gcs_page(
     storage: Storage, bucket: str, key: str, token: str | None, size: int
 ) -> tuple[list[Entry], str | None]:
-    from .storage import Entry
-
     real = storage.real
     more = {"pageToken": token} if token else {}
     got = sync(real.loop, real._call_list_objects, bucket, prefix=key, maxResults=size, **more)
@@ -96,8 +137,6 @@ def walk_local(prefix: str) -> list[Entry]:
     are left out, as ``Storage.list_tree`` leaves out what fsspec's ``find`` types "other"
     (links), so no link cycle can trap the walk. FileNotFoundError if ``prefix`` is not a
     directory; entries removed while the walk runs are left out."""
-    from .storage import Entry
-
     entries: list[Entry] = []
     root = prefix.rstrip("/") or "/"
     pending = [("", root)]  # folders still to read; one open at a time (no fd per folder)

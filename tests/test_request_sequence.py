@@ -42,10 +42,14 @@ def _record_requests(fs) -> list[tuple[str, str]]:
     ("resume", "checksum"), [(True, "crc32c"), (False, "crc32c"), (True, "sha256")]
 )
 def test_a_staged_s3_publish_copies_without_looking_up_sizes(
-    s3_backend, tmp_path, resume, checksum
+    s3_backend, tmp_path, resume, checksum, monkeypatch
 ):
     """Upload records only where the store's own CRC32C cannot prove the object: with SHA-256
     recorded. A crc32c publish writes none (S3 keeps each upload's checked CRC32C)."""
+    from cloud_exporter import resume as resume_module
+
+    bucket = "s3://" + s3_backend.strip(s3_backend.base).split("/", 1)[0]
+    monkeypatch.setitem(resume_module._s3_keeps, bucket, True)  # asked once per process
     source = fake_saved_model(tmp_path / "model", seed=21)
     files = sorted(p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file())
     fs = s3_backend.new_fs()
@@ -179,3 +183,46 @@ def test_a_lost_first_claim_removes_what_it_staged_and_the_next_publish_waits_fo
     for info in (first, second, third):
         ce.verify_export(base, info.version, deep=True, filesystem=server_backend.new_fs())
     assert server_backend.new_fs().find(staging) == []
+
+
+def test_the_first_upload_per_bucket_asks_whether_s3_keeps_its_crc32c(
+    s3_backend, tmp_path, monkeypatch
+):
+    """One HEAD (ChecksumMode) after the first upload to a bucket in a process; none after.
+    Where the store hands back no CRC32C (an S3-compatible store without additional
+    checksums, simulated), every upload gets its record and a resume proves by them."""
+    from cloud_exporter import resume as resume_module
+    from cloud_exporter import storage_checksums
+
+    monkeypatch.setattr(resume_module, "_s3_keeps", {})
+    source = fake_saved_model(tmp_path / "model", seed=24)
+    files = [p for p in source.rglob("*") if p.is_file()]
+    fs = s3_backend.new_fs()
+    sent = _record_requests(fs)
+    ce.publish(source, s3_backend.join("probe" + ODD_BASE), filesystem=fs)
+    heads = [k for op, k in sent if op == "head_object"]
+    assert len(heads) == 1 and "/.cloud-exporter-staging/" in heads[0]
+    sent.clear()
+    ce.publish(source, s3_backend.join("probe" + ODD_BASE), filesystem=fs)
+    assert [op for op, _ in sent if op == "head_object"] == []
+
+    monkeypatch.setattr(resume_module, "_s3_keeps", {})
+    real = storage_checksums.stored_checksums
+
+    def keeps_none(storage, prefix, relpaths, missing_ok=False):
+        real(storage, prefix, relpaths, missing_ok)  # the requests still go out
+        return dict.fromkeys(relpaths)
+
+    monkeypatch.setattr(storage_checksums, "stored_checksums", keeps_none)
+    base = s3_backend.join("keeps-none" + ODD_BASE)
+    from test_resume import _die_before_copies, _uploads
+
+    from cloud_exporter.testing import FaultyFileSystem
+
+    _die_before_copies(s3_backend, source, base)
+    listed = s3_backend.new_fs().find(s3_backend.strip(base))
+    assert len([p for p in listed if f"/{RECORDS_DIRNAME}/" in p]) == len(files)
+    resumer = FaultyFileSystem(s3_backend.new_fs())
+    info = ce.publish(source, base, filesystem=resumer, concurrency=1)
+    assert _uploads(resumer) == 0  # every file proven by its record
+    ce.verify_export(base, info.version, deep=True, filesystem=s3_backend.new_fs())
