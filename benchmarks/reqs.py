@@ -7,7 +7,6 @@ nothing more and take minutes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -20,6 +19,7 @@ from typing import Any
 from cloud_exporter import __version__, latest_export, list_exports, prune, publish
 from cloud_exporter.layout import STAGING_DIRNAME, marker_path, version_dir
 from cloud_exporter.marker import FileRecord, encode_marker
+from cloud_exporter.source import Digests
 
 from .backends import Store
 from .counting import RequestCounts, fsspec_counts, fsspec_recorder
@@ -77,7 +77,9 @@ def populate(store: Store, prefix: str, exports: int, files: int) -> None:
         for relpath in export_files(files):
             data = f"{version}:{relpath}".encode()
             objects[f"{version_dir(base, version)}/{relpath}"] = data
-            records.append(FileRecord(relpath, len(data), hashlib.sha256(data).hexdigest()))
+            digests = Digests(sha256=True)  # markers of format 2 record every file's CRC32C
+            digests.update(data)
+            records.append(FileRecord(relpath, len(data), digests.sha256, digests.crc32c))
         created = now - (exports - i) * 60.0
         objects[marker_path(base, version)] = encode_marker(
             version, created, records, {"step": i, "loss": 1.0 / (i + 1)}, "bench", __version__
