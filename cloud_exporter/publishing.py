@@ -293,8 +293,8 @@ def _try_claim(
                 stage.lose()
             raise
         highest = max(found["listing"], default=-1)
-        found["free"] = not found["marker"] and version not in found["listing"]
-        found["holds"] = found["free"] and not (newest and highest > version)
+        taken = found["marker"] or version in found["listing"]
+        found["holds"] = not taken and not (newest and highest > version)
         found["next"] = max(version, highest) + 1
         if stage is not None and not found["holds"]:
             stage.lose()
