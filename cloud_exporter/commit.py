@@ -174,9 +174,11 @@ def copy_files(
     placed: list[str],
     copy: Copier | None = None,
     sizes: Mapping[str, int] | None = None,
+    crcs: Mapping[str, str] | None = None,
 ) -> None:
     """Server-side copy of ``relpaths`` from ``src_dir`` to ``dst_dir`` (recorded in ``placed``)
-    by ``copy`` (default ``storage.copy``, told the ``sizes`` by relative path if known)."""
+    by ``copy`` (default ``storage.copy``, told the ``sizes`` and the expected CRC32C ``crcs``
+    by relative path where known: a copy that lands other bytes raises)."""
     pairs = [(join(src_dir, p), join(dst_dir, p)) for p in relpaths]
     if storage.is_local:  # local copies do not create parent directories
         for _, dst in pairs:
@@ -185,10 +187,12 @@ def copy_files(
     if copy is not None:
         copy(pairs)
         return
-    known = sizes or {}
-    storage.copy(
-        pairs, {src: known[p] for p, (src, _) in zip(relpaths, pairs, strict=True) if p in known}
-    )
+
+    def by_source(known: Mapping[str, Any] | None) -> dict[str, Any]:
+        known = known or {}
+        return {src: known[p] for p, (src, _) in zip(relpaths, pairs, strict=True) if known.get(p)}
+
+    storage.copy(pairs, by_source(sizes), by_source(crcs))
 
 
 def copy_into_place(
@@ -198,11 +202,12 @@ def copy_into_place(
     relpaths: Sequence[str],
     placed: list[str],
     sizes: Mapping[str, int] | None = None,
+    crcs: Mapping[str, str] | None = None,
 ) -> None:
     """Copy every other file first, then saved_model.pb: a loader that polls for it finds the
     rest already there."""
     for group in split_last(relpaths, str):
-        copy_files(storage, src_dir, dst_dir, group, placed, sizes=sizes)
+        copy_files(storage, src_dir, dst_dir, group, placed, sizes=sizes, crcs=crcs)
 
 
 def check_contents(
@@ -375,12 +380,15 @@ class StagedCopy(_Strategy):
         # The sizes are known: no listing or HEAD before the copies. A resume copies reused
         # objects from the staging they were proven in (resume.py).
         sizes = {f.relpath: f.size for f in plan.files}
+        crcs = {p: r.crc32c for p, r in plan.records.items() if r.crc32c}  # what was uploaded
         copy = None if plan.resume is None else partial(plan.resume.place, plan)
         others, last = split_last(sorted(plan.files, key=lambda f: -f.size), lambda f: f.relpath)
 
         def place(files: list[SourceFile]) -> None:
             relpaths = [f.relpath for f in files]
-            copy_files(plan.storage, plan.staging, plan.target, relpaths, plan.placed, copy, sizes)
+            copy_files(
+                plan.storage, plan.staging, plan.target, relpaths, plan.placed, copy, sizes, crcs
+            )
 
         place(others)
         write_marker(plan, self.cleanup, last, lambda: place(last))

@@ -60,4 +60,5 @@ class PruneIncompleteError(StorageError):
 
 
 class ChecksumMismatchError(StorageError):
-    """The store rejected an upload whose bytes did not match the checksum it declared."""
+    """Bytes did not match their checksum: the store rejected an upload whose bytes did not
+    match the CRC32C it declared, or a copy reported a CRC32C other than the one expected."""

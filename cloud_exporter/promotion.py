@@ -155,13 +155,18 @@ def _promote_versioned(
         if storage.list_tree(target):
             raise VersionConflictError(f"{storage.uri(target)} already holds files")
         sizes = {f.path: f.size for f in info.files}  # checked by commit_marker below
-        copy_into_place(storage, src_dir, target, list(sizes), placed, sizes)
+        copy_into_place(storage, src_dir, target, list(sizes), placed, sizes, _crcs(info))
         commit_marker(storage, target, info.files, marker, fix=PROMOTE_AGAIN)
     except BaseException:
         _undo(storage, [*placed, claim])
         raise
     storage.delete_one(claim)
     log.info("promoted %s to %s", info.uri, storage.uri(target))
+
+
+def _crcs(info: ExportInfo) -> dict[str, str]:
+    """The manifest's CRC32C by path: each copy that reports another raises."""
+    return {f.path: f.crc32c for f in info.files if f.crc32c}
 
 
 def _take_note(storage: Storage, dst: str, info: ExportInfo, stale_seconds: float) -> bytes:
@@ -220,13 +225,13 @@ def _promote_flat(
     storage.delete_one(join(dst, MARKER_NAME))  # from here on, readers see no export
     storage.delete([join(dst, name) for name in SAVED_MODEL_NAMES if name in listed])
     others, last = split_last([f.path for f in info.files], str)
-    sizes = {f.path: f.size for f in info.files}  # checked by commit_marker below
-    copy_files(storage, src_dir, dst, others, [], sizes=sizes)
+    sizes, crcs = {f.path: f.size for f in info.files}, _crcs(info)  # checked as they land
+    copy_files(storage, src_dir, dst, others, [], sizes=sizes, crcs=crcs)
     wanted = {f.path for f in info.files} | {PENDING_NAME}
     storage.delete(
         [join(dst, e.relpath) for e in storage.list_tree(dst) if e.relpath not in wanted]
     )
-    copy_files(storage, src_dir, dst, last, [], sizes=sizes)
+    copy_files(storage, src_dir, dst, last, [], sizes=sizes, crcs=crcs)
 
     def still_ours() -> None:
         if storage.read_bytes(join(dst, PENDING_NAME), len(note)) != note:

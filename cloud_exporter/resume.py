@@ -34,7 +34,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .errors import LocationNotFoundError, StorageError
+from . import storage_checksums
+from .errors import ChecksumMismatchError, LocationNotFoundError, StorageError
 from .layout import join, staging_root
 from .marker import FileRecord
 from .source import Digests, SourceFile, check_relative_path, hash_file
@@ -107,9 +108,6 @@ def keeps_checksums(storage: Storage) -> bool:
     return storage.kind in ("s3", "gcs")
 
 
-# Per S3 bucket: does the store hand back the CRC32C an upload declared? Real S3 and moto do;
-# an S3-compatible store may not, and there every upload needs its record.
-_s3_keeps: dict[str, bool] = {}
 _s3_probe_lock = threading.Lock()
 
 
@@ -122,17 +120,18 @@ def needs_record(plan: Any, f: SourceFile) -> bool:
         return True
     if storage.kind == "gcs":  # every GCS object has its crc32c
         return False
-    bucket = storage.uri(plan.base.split("/", 1)[0])
+    bucket = storage_checksums.bucket_uri(storage, plan.base)
+    keeps = storage_checksums.S3_KEEPS_CRC32C
     with _s3_probe_lock:
-        if bucket not in _s3_keeps:
+        if bucket not in keeps:
             try:
                 got = storage.stored_checksums(plan.staging, [f.relpath], missing_ok=True)
             except StorageError:  # ask again next time; record meanwhile
                 return True
-            _s3_keeps[bucket] = got.get(f.relpath) is not None
-            if not _s3_keeps[bucket]:
+            keeps[bucket] = got.get(f.relpath) is not None
+            if not keeps[bucket]:
                 log.info("%s keeps no CRC32C of uploads: writing upload records", bucket)
-        return not _s3_keeps[bucket]
+        return not keeps[bucket]
 
 
 class Leftovers:
@@ -285,28 +284,33 @@ class Session:
 
     def place(self, plan: Any, pairs: Sequence[tuple[str, str]]) -> None:
         """Copy ``(own staged object, version path)`` pairs into place; a reused file's object
-        is copied from the staging it was proven in, or uploaded again if it has gone since."""
+        is copied from the staging it was proven in. Each copy must report the CRC32C proven
+        (or uploaded); an object gone since its proof, or replaced by other bytes (the copy
+        then reports another CRC32C), is uploaded again, overwriting what that copy placed."""
         prefix = plan.staging + "/"
         by_relpath = {f.relpath: f for f in plan.files}
 
         def one(pair: tuple[str, str]) -> None:
             relpath = pair[0][len(prefix) :] if pair[0].startswith(prefix) else None
+            f = by_relpath.get(relpath) if relpath is not None else None
+            record = plan.records.get(relpath) if relpath is not None else None
+            want = record.crc32c if record is not None else None
             source = self.sources.get(relpath) if relpath is not None else None
-            size = by_relpath[relpath].size if relpath in by_relpath else None
-            if source is None or relpath is None:
-                plan.storage.copy([pair], None if size is None else {pair[0]: size})
+            if source is None or f is None:
+                sizes = None if f is None else {pair[0]: f.size}
+                plan.storage.copy([pair], sizes, {pair[0]: want} if want else None)
                 return
             try:  # the proven object has the file's size: no look-up before the copy
-                plan.storage.copy([(source, pair[1])], {source: by_relpath[relpath].size})
-            except LocationNotFoundError as exc:  # gone since the proof: upload it instead
+                plan.storage.copy([(source, pair[1])], {source: f.size}, {source: want or ""})
+            except (LocationNotFoundError, ChecksumMismatchError) as exc:
                 log.info("cannot reuse %s (%s); uploading it", plan.storage.uri(source), exc)
-                self._upload(plan, by_relpath[relpath], pair)
+                self._upload(plan, f, pair)
                 return
             with self._lock:
                 self.reused_files += 1
-                self.reused_bytes += by_relpath[relpath].size
+                self.reused_bytes += f.size
             if plan.on_file is not None:
-                plan.on_file(by_relpath[relpath].size)
+                plan.on_file(f.size)
 
         plan.storage.run_parallel(one, pairs)
         with self._lock:
@@ -327,7 +331,7 @@ class Session:
         # The manifest describes the bytes sent (the same as proven, unless the file changed).
         plan.records[f.relpath] = FileRecord(f.relpath, f.size, digests.sha256, digests.crc32c)
         self._write_record(plan, f)
-        plan.storage.copy([pair], {pair[0]: f.size})
+        plan.storage.copy([pair], {pair[0]: f.size}, {pair[0]: digests.crc32c})
         if plan.on_file is not None:
             plan.on_file(f.size)
 

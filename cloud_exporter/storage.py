@@ -21,7 +21,6 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from glob import has_magic
 from typing import Any, TypeVar
 
@@ -52,7 +51,7 @@ from .retry import (
     is_permission_denied,
 )
 from .source import Digests, digest_stream
-from .storage_checksums import copy_sized
+from .storage_copies import copy_checked
 from .storage_pages import Entry, list_pages, listed_mtime, paged, walk_local
 
 log = logging.getLogger(__name__)
@@ -311,29 +310,16 @@ class Storage:
         return checksummed.stored_checksums(self, prefix, relpaths, missing_ok)
 
     def copy(
-        self, pairs: Sequence[tuple[str, str]], sizes: Mapping[str, int] | None = None
+        self,
+        pairs: Sequence[tuple[str, str]],
+        sizes: Mapping[str, int] | None = None,
+        crcs: Mapping[str, str] | None = None,
     ) -> None:
         """Server-side copy of ``(src, dst)`` pairs, concurrently (no bytes through the client).
-
-        ``sizes`` (source path: bytes), where the caller knows them, spare S3 the look-up of
-        each source's size: one CopyObject per file (``storage_checksums.copy_sized``). Else
-        s3fs takes the size from its listings cache when it has one, or a HEAD; another thread
-        sharing the instance may have cached a listing from before the source was written. A
-        not-found answer therefore drops that cache and tries again before it counts."""
-        known = sizes or {}
-
-        def one(pair: tuple[str, str]) -> None:
-            size = known.get(pair[0])
-            copy = self.fs.cp_file if size is None else partial(copy_sized, self, size)
-            for _ in range(2):
-                try:
-                    self._call("copy", pair[1], copy, *pair)
-                    return
-                except FileNotFoundError:
-                    self.forget(pair[0])
-            self._write("copy", pair[1], copy, *pair)
-
-        self.run_parallel(one, pairs)
+        ``sizes`` and ``crcs`` (by source path, where the caller knows them): see
+        ``storage_copies.copy_checked``; a copy that lands other bytes raises
+        ChecksumMismatchError."""
+        copy_checked(self, pairs, sizes or {}, crcs or {})
 
     def run_parallel(self, fn: Callable[[T], Any], items: Sequence[T]) -> None:
         """Apply ``fn`` to each item on <= ``concurrency`` threads; re-raise the first error.

@@ -56,6 +56,24 @@ def prepare(kind: str) -> None:
         _single_request_s3_copies()
 
 
+# Per S3 bucket (``bucket_uri``): does the store hand back the CRC32C an upload declared? Real
+# S3 and moto do; an S3-compatible store may not (every upload then needs its record). Learnt
+# once per bucket and process by ``resume.needs_record`` (one HEAD after the first upload).
+S3_KEEPS_CRC32C: dict[str, bool] = {}
+
+
+def bucket_uri(storage: Storage, path: str) -> str:
+    return storage.uri(path.split("/", 1)[0])
+
+
+def keeps_crc32c(storage: Storage, path: str) -> bool:
+    """The store is known to keep the CRC32C of every object we upload below ``path``'s
+    bucket: GCS always; S3 once the bucket's first upload was asked about."""
+    if storage.kind == "gcs":
+        return True
+    return storage.kind == "s3" and S3_KEEPS_CRC32C.get(bucket_uri(storage, path)) is True
+
+
 def upload_hashed(
     storage: Storage,
     local_path: str,
@@ -393,21 +411,6 @@ def _allow_gcs_crc32c_upload_field() -> None:
     gcsfs.core.SUPPORTED_FIXED_KEY_METADATA.setdefault("crc32c", "crc32c")
 
 
-S3_COPY_OBJECT_LIMIT = 5 << 30  # the largest object one CopyObject request may copy
-
-
-def copy_sized(storage: Storage, size: int, src: str, dst: str) -> None:
-    """Copy ``src`` (``size`` bytes, known to the caller) to ``dst`` server-side, once. On S3
-    up to 5 GiB: one CopyObject, without the HEAD or listing s3fs's ``cp_file`` sends first
-    to learn the size (a round trip before every round of copies). It keeps the source's
-    CRC32C, as ``cp_file``'s CopyObject does; a missing source raises FileNotFoundError."""
-    real = storage.real
-    if storage.kind != "s3" or size > S3_COPY_OBJECT_LIMIT:
-        storage.fs.cp_file(src, dst)
-        return
-    _through_faults(storage, "cp_file", [src, dst], sync, real.loop, real._copy_basic, src, dst)
-
-
 def _single_request_s3_copies() -> None:
     """Let s3fs copy objects up to 5 GiB with one CopyObject (its default switches to a
     multipart copy above 150 MiB). A multipart copy's parts carry no checksums, so the copy
@@ -416,3 +419,6 @@ def _single_request_s3_copies() -> None:
     import s3fs.core
 
     s3fs.core.MANAGED_COPY_THRESHOLD = max(s3fs.core.MANAGED_COPY_THRESHOLD, S3_COPY_OBJECT_LIMIT)
+
+
+S3_COPY_OBJECT_LIMIT = 5 << 30  # the largest object one CopyObject request may copy

@@ -565,3 +565,49 @@ def test_a_large_upload_refuses_a_file_that_changes_size_mid_upload(
     if backend_name == "s3":  # the multipart upload was aborted, not completed
         bucket = backend.strip(backend.base).split("/", 1)[0]
         assert fresh.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads") is None
+
+
+def test_a_staged_object_replaced_before_its_copy_commits_nothing(
+    server_backend, source, monkeypatch
+):
+    """Our own staged object is overwritten (same size, other bytes, a valid CRC32C of its
+    own) between its upload and its copy into place: the copy reports that CRC32C, the
+    publish raises ChecksumMismatchError naming both paths, and nothing is committed."""
+    from cloud_exporter import commit
+
+    base = server_backend.join("swapped [1]*?#% ü")
+    real = commit.StagedCopy.stage
+
+    def overwrite_after_stage(self, plan):
+        real(self, plan)
+        path = f"{plan.staging}/{SHARD}"
+        server_backend.new_fs().pipe_file(path, bytes(reversed((source / SHARD).read_bytes())))
+
+    monkeypatch.setattr(commit.StagedCopy, "stage", overwrite_after_stage)
+    with pytest.raises(ChecksumMismatchError, match=r"variables\.data.*holds CRC32C"):
+        ce.publish(source, base, filesystem=server_backend.new_fs())
+    monkeypatch.undo()
+    assert ce.list_exports(base, filesystem=server_backend.new_fs()) == []
+    left = server_backend.new_fs().find(server_backend.strip(base))
+    assert left == []  # the abort removed what the copies placed, the staging and the claim
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_a_promotion_of_a_tampered_export_commits_nothing(server_backend, source, flat):
+    """The export's shard was replaced by other bytes of the same size after its commit: each
+    copy of a promotion reports its CRC32C, which must be the manifest's, so the promotion
+    raises ChecksumMismatchError and the serving location gets no marker."""
+    from cloud_exporter.jobs import promote
+
+    base, serving = server_backend.join("tampered [1] ü"), server_backend.join("serving #%")
+    info = ce.publish(source, base, filesystem=server_backend.new_fs())
+    raw = server_backend.new_fs()
+    raw.pipe_file(
+        server_backend.strip(info.uri) + "/" + SHARD, bytes(reversed((source / SHARD).read_bytes()))
+    )
+    with pytest.raises(ChecksumMismatchError, match=r"variables\.data"):
+        promote(base, serving, flat=flat, filesystem=server_backend.new_fs())
+    left = {
+        p.rsplit("/", 1)[-1] for p in server_backend.new_fs().find(server_backend.strip(serving))
+    }
+    assert MARKER_NAME not in left

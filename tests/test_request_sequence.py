@@ -10,6 +10,7 @@ import pytest
 from savedmodels import fake_saved_model
 
 import cloud_exporter as ce
+from cloud_exporter import storage_checksums
 from cloud_exporter.layout import MARKER_NAME
 from cloud_exporter.resume import RECORDS_DIRNAME
 
@@ -46,10 +47,9 @@ def test_a_staged_s3_publish_copies_without_looking_up_sizes(
 ):
     """Upload records only where the store's own CRC32C cannot prove the object: with SHA-256
     recorded. A crc32c publish writes none (S3 keeps each upload's checked CRC32C)."""
-    from cloud_exporter import resume as resume_module
 
     bucket = "s3://" + s3_backend.strip(s3_backend.base).split("/", 1)[0]
-    monkeypatch.setitem(resume_module._s3_keeps, bucket, True)  # asked once per process
+    monkeypatch.setitem(storage_checksums.S3_KEEPS_CRC32C, bucket, True)  # asked once per process
     source = fake_saved_model(tmp_path / "model", seed=21)
     files = sorted(p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file())
     fs = s3_backend.new_fs()
@@ -191,10 +191,9 @@ def test_the_first_upload_per_bucket_asks_whether_s3_keeps_its_crc32c(
     """One HEAD (ChecksumMode) after the first upload to a bucket in a process; none after.
     Where the store hands back no CRC32C (an S3-compatible store without additional
     checksums, simulated), every upload gets its record and a resume proves by them."""
-    from cloud_exporter import resume as resume_module
     from cloud_exporter import storage_checksums
 
-    monkeypatch.setattr(resume_module, "_s3_keeps", {})
+    monkeypatch.setattr(storage_checksums, "S3_KEEPS_CRC32C", {})
     source = fake_saved_model(tmp_path / "model", seed=24)
     files = [p for p in source.rglob("*") if p.is_file()]
     fs = s3_backend.new_fs()
@@ -206,7 +205,7 @@ def test_the_first_upload_per_bucket_asks_whether_s3_keeps_its_crc32c(
     ce.publish(source, s3_backend.join("probe" + ODD_BASE), filesystem=fs)
     assert [op for op, _ in sent if op == "head_object"] == []
 
-    monkeypatch.setattr(resume_module, "_s3_keeps", {})
+    monkeypatch.setattr(storage_checksums, "S3_KEEPS_CRC32C", {})
     real = storage_checksums.stored_checksums
 
     def keeps_none(storage, prefix, relpaths, missing_ok=False):

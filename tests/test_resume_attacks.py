@@ -216,3 +216,44 @@ def test_a_staged_object_gone_before_its_proof_is_uploaded_instead(
     info = ce.publish(source, base, filesystem=resumer)
     assert _uploads(resumer) == len(info.files)
     ce.verify_export(base, info.version, deep=True, filesystem=server_backend.new_fs())
+
+
+def test_a_staged_object_replaced_after_its_proof_is_uploaded_instead(
+    server_backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window between a proof and the copy that relies on it: the proven object is
+    replaced by other bytes of the same size (with their own valid CRC32C) after the resume
+    proved it. The copy reports the new object's CRC32C, so the file is uploaded instead and
+    the export holds the local bytes (the old code committed the planted ones)."""
+    import google_crc32c
+
+    from cloud_exporter import resume
+
+    source = _source(tmp_path)
+    base = server_backend.join("swap [1]*?#% ü")
+    fs = server_backend.new_fs()
+    shard = "variables/variables.data-00000-of-00001"
+    planted = f"{server_backend.strip(base)}/{STAGING_DIRNAME}/1-wC/{shard}"
+    data = (source / shard).read_bytes()
+    other = bytes(reversed(data))
+
+    def crc(b: bytes) -> bytes:
+        return google_crc32c.value(b).to_bytes(4, "big")
+
+    _plant(server_backend, fs, planted, data, crc(data))
+    real = resume.Session.reuse
+
+    def swap_after_proof(self, plan):
+        left = real(self, plan)
+        assert shard in self.sources  # proven: the right object was there
+        _plant(server_backend, server_backend.new_fs(), planted, other, crc(other))
+        return left
+
+    monkeypatch.setattr(resume.Session, "reuse", swap_after_proof)
+    resumer = FaultyFileSystem(server_backend.new_fs())
+    info = ce.publish(source, base, filesystem=resumer)
+    assert _uploads(resumer) == len(info.files)  # the swapped file too
+    ce.verify_export(base, info.version, deep=True, filesystem=server_backend.new_fs())
+    assert manifest_of_export(info) == manifest_of(source)
+    landed = server_backend.new_fs().cat_file(server_backend.strip(info.uri) + "/" + shard)
+    assert landed == data
