@@ -1,9 +1,11 @@
 """Reading exports: list, latest, verify. Only marked versions exist; everything else is ignored.
 
-Every function lists the base freshly (one recursive listing, ~1 request per 1000 objects) and
-reads markers only where it needs their contents: ``scan_exports`` every marker once, concurrently
-(``Storage.read_many``) and page by page while the listing goes on (``scan_base``),
-``latest_export`` only the newest.
+Every function lists the base freshly and reads markers only where it needs their contents.
+On S3 and GCS ``list_exports`` and ``latest_export`` list only the base's version directories
+(a delimiter listing: a page per 1000 versions, however many files each holds) and read each
+marker (``scan_versions``: concurrently, ``Storage.read_many``, page by page while the next
+page lists), ``latest_export`` only the newest. ``prune`` and other filesystems list the base
+recursively (``scan_base``: ~1 request per 1000 objects), since they need every file.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from .layout import MARKER_NAME, marker_path, parse_version, version_dir
 from .marker import MAX_MARKER_BYTES, ExportInfo, FileRecord, parse_marker
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .storage import Entry, Storage, resolve
-from .storage_pages import list_pages, paged
+from .storage_pages import list_children, list_pages, paged
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ def scan_exports(
 ) -> tuple[list[ExportInfo], dict[int, str]]:
     """(valid exports ascending, {version: why invalid}) from one listing and the markers."""
     if listing is None:
-        return scan_base(storage, base)[1:]
+        return scan_versions(storage, base) if paged(storage) else scan_base(storage, base)[1:]
     return _judge(storage, base, _markers(listing, listing.marked()))
 
 
@@ -107,18 +109,41 @@ def scan_base(storage: Storage, base: str) -> tuple[BaseListing, list[ExportInfo
     return listing, sorted(valid, key=lambda e: e.version), invalid
 
 
-def _markers(listing: BaseListing, versions: list[int]) -> dict[int, Entry]:
-    return {v: listing.versions[v][MARKER_NAME] for v in versions}
+def _markers(listing: BaseListing, versions: list[int]) -> dict[int, int | None]:
+    return {v: listing.versions[v][MARKER_NAME].size for v in versions}
+
+
+def scan_versions(storage: Storage, base: str) -> tuple[list[ExportInfo], dict[int, str]]:
+    """An object store's exports (``paged``): the base's version directories from a delimiter
+    listing (a page per 1000 versions, however many files each holds) and each one's marker,
+    read page by page while the next page lists. A version directory without a marker (a
+    publish in flight, a crashed one) is not an export and is not reported."""
+    reads = []
+    with ThreadPoolExecutor(1) as reader:
+        for names in list_children(storage, base):
+            versions = [v for v in map(parse_version, names) if v is not None]
+            if versions:
+                ctx = contextvars.copy_context()
+                sizes: dict[int, int | None] = dict.fromkeys(versions)
+                reads.append(reader.submit(ctx.run, _judge, storage, base, sizes, True))
+        valid: list[ExportInfo] = []
+        invalid: dict[int, str] = {}
+        for read in reads:
+            some_valid, some_invalid = read.result()
+            valid += some_valid
+            invalid.update(some_invalid)
+    return sorted(valid, key=lambda e: e.version), invalid
 
 
 def _judge(
-    storage: Storage, base: str, markers: dict[int, Entry]
+    storage: Storage, base: str, markers: dict[int, int | None], unlisted: bool = False
 ) -> tuple[list[ExportInfo], dict[int, str]]:
-    """Read and parse the listed markers ``{version: marker entry}``."""
+    """Read and parse the markers ``{version: listed size, or None if not listed}``; with
+    ``unlisted``, a marker that does not exist means no export (nothing to report)."""
     results: dict[int, ExportInfo | str] = {}
     paths = {}
-    for version, entry in markers.items():
-        if entry.size > MAX_MARKER_BYTES:
+    for version, size in markers.items():
+        if size is not None and size > MAX_MARKER_BYTES:
             results[version] = (
                 f"marker of version {version} is larger than {MAX_MARKER_BYTES} bytes"
             )
@@ -126,6 +151,8 @@ def _judge(
             paths[marker_path(base, version)] = version
     for path, data in storage.read_many(list(paths), MAX_MARKER_BYTES).items():
         version = paths[path]
+        if data is None and unlisted:
+            continue
         try:
             results[version] = _parse(storage, base, version, data)
         except (CorruptExportError, ExportNotFoundError) as exc:
@@ -161,12 +188,20 @@ def latest_export(
     storage_options: dict[str, Any] | None = None,
     retry: RetryPolicy = DEFAULT_RETRY,
 ) -> ExportInfo | None:
-    """The committed export with the highest version, or None; reads a single marker."""
+    """The committed export with the highest version, or None. Reads a single marker (on S3
+    and GCS one more per newer version directory that has none yet: a publish in flight)."""
     storage, root = _storage(base, filesystem, storage_options, retry)
-    for version in reversed(list_base(storage, root).marked()):
+    if paged(storage):  # the version directories (a delimiter listing), newest first
+        names = [n for page in list_children(storage, root) for n in page]
+        candidates = sorted({v for v in map(parse_version, names) if v is not None})
+    else:
+        candidates = list_base(storage, root).marked()
+    for version in reversed(candidates):
         try:
             return read_export(storage, root, version)
-        except (CorruptExportError, ExportNotFoundError) as exc:
+        except ExportNotFoundError:  # unmarked: a publish in flight (or a crashed one)
+            log.debug("version %d has no marker yet", version)
+        except CorruptExportError as exc:
             log.warning("skipping version %d: %s", version, exc)
     return None
 

@@ -105,6 +105,53 @@ def list_pages(
             return
 
 
+def list_children(storage: Storage, prefix: str) -> Iterator[list[str]]:
+    """The names of the "directories" directly below ``prefix`` on S3 or GCS (a paged
+    storage), one page at a time: a delimiter listing, so a page holds up to PAGE_SIZE
+    children whatever each holds (the objects directly at that level are skipped). A missing
+    bucket raises LocationNotFoundError."""
+    bucket, key, _ = storage.real.split_path(prefix)
+    key = key.rstrip("/") + "/" if key else ""
+    page = _s3_children if storage.kind == "s3" else _gcs_children
+    token: str | None = None
+    while True:
+        try:
+            names, token = storage._call("list", prefix, page, storage, bucket, key, token)
+        except FileNotFoundError as exc:
+            raise storage._missing("list", prefix) from exc
+        yield [n[len(key) :].rstrip("/") for n in names if n.startswith(key) and n != key]
+        if not token:
+            return
+
+
+def _s3_children(
+    storage: Storage, bucket: str, key: str, token: str | None
+) -> tuple[list[str], str | None]:
+    more = {"ContinuationToken": token} if token else {}
+    got = storage.real.call_s3(
+        "list_objects_v2", Bucket=bucket, Prefix=key, Delimiter="/", MaxKeys=PAGE_SIZE, **more
+    )
+    names = [p["Prefix"] for p in got.get("CommonPrefixes") or []]
+    return names, got.get("NextContinuationToken") if got.get("IsTruncated") else None
+
+
+def _gcs_children(
+    storage: Storage, bucket: str, key: str, token: str | None
+) -> tuple[list[str], str | None]:
+    real = storage.real
+    more = {"pageToken": token} if token else {}
+    got = sync(
+        real.loop,
+        real._call_list_objects,
+        bucket,
+        prefix=key,
+        delimiter="/",
+        maxResults=PAGE_SIZE,
+        **more,
+    )
+    return list(got.get("prefixes") or []), got.get("nextPageToken")
+
+
 def _s3_page(
     storage: Storage, bucket: str, key: str, token: str | None, size: int
 ) -> tuple[list[Entry], str | None]:

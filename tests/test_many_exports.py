@@ -18,6 +18,7 @@ from cloud_exporter import __version__
 from cloud_exporter.layout import marker_path, version_dir
 from cloud_exporter.marker import FileRecord, encode_marker
 from cloud_exporter.source import Digests
+from cloud_exporter.testing import FaultyFileSystem
 
 FIRST = 1_700_000_000
 
@@ -171,8 +172,11 @@ def test_paged_listing_matches_the_one_piece_listing(server_backend):
 
 
 def test_list_and_prune_read_markers_page_by_page(server_backend, monkeypatch):
-    """With 3 objects a page, 10 exports span 7 pages; every marker is read once, and the
-    result equals the one-piece path's (the fault layer forces that one)."""
+    """With 3 entries a page: list_exports lists only the 10 version directories (4 pages on
+    S3; fake-gcs-server ignores maxResults in a delimiter listing and answers in one page,
+    real GCS pages it), prune lists the 20 objects recursively (7 pages, then its own checks);
+    every marker is read once, and the result equals the one-piece path's (the fault layer
+    forces that one)."""
     from cloud_exporter import storage_pages
     from cloud_exporter.testing import FaultyFileSystem
 
@@ -183,11 +187,61 @@ def test_list_and_prune_read_markers_page_by_page(server_backend, monkeypatch):
         found = ce.list_exports(server_backend.base, filesystem=fs)
     assert [e.version for e in found] == versions
     assert [e.metadata["step"] for e in found] == list(range(10))
-    assert _sum(counts, LISTS) == 7 and _sum(counts, GETS) == 10, counts
+    pages = 4 if server_backend.name == "s3" else 1
+    assert _sum(counts, LISTS) == pages and _sum(counts, GETS) == 10, counts
     whole = ce.list_exports(server_backend.base, filesystem=FaultyFileSystem(fs))
     assert whole == found
-    report = ce.prune(server_backend.base, keep=3, filesystem=fs)
+    with http_requests(fs) as counts:
+        report = ce.prune(server_backend.base, keep=3, filesystem=fs)
     assert report.deleted == versions[:7] and sorted(report.kept) == versions[7:]
+    assert _sum(counts, GETS) == 10 and _sum(counts, LISTS) >= 7, counts  # recursive pages
+
+
+def test_list_and_latest_list_version_directories_not_their_files(
+    server_backend, monkeypatch, caplog
+):
+    """On S3 and GCS list_exports and latest_export list the base's children (a delimiter
+    listing), so 25 files per export cost no more pages than one. A newer version directory
+    without a marker (a publish in flight) costs one GET that finds nothing and is not
+    reported; an oversized marker is; objects beside the versions and non-version
+    directories are ignored. Glob characters, spaces and unicode in the base."""
+    from cloud_exporter import storage_pages
+    from cloud_exporter.marker import MAX_MARKER_BYTES
+
+    monkeypatch.setattr(storage_pages, "PAGE_SIZE", 3)
+    fs = server_backend.fs
+    root = server_backend.strip(server_backend.join("wide [1]*?#% ü"))
+    base = server_backend.join("wide [1]*?#% ü")
+    versions = populate(fs, root, 4)
+    extra = {
+        f"{version_dir(root, v)}/variables/v.data-{i:05d}": b"w"
+        for v in versions
+        for i in range(24)
+    }
+    in_flight, oversized = FIRST + 10, FIRST + 5
+    extra[f"{version_dir(root, in_flight)}/variables/v.data-00000"] = b"half"
+    extra[f"{version_dir(root, oversized)}/saved_model.pb"] = b"m"
+    extra[marker_path(root, oversized)] = b" " * (MAX_MARKER_BYTES + 1)
+    extra[f"{root}/.cloud-exporter-staging/{in_flight}.claim"] = b"c"
+    extra[f"{root}/{FIRST + 20}"] = b"an object, not a directory"
+    extra[f"{root}/notes/readme"] = b"foreign"
+    fs.pipe(extra)
+    fs.invalidate_cache()
+    with http_requests(fs) as listed:
+        found = ce.list_exports(base, filesystem=fs)
+    assert [e.version for e in found] == versions
+    # children: 4 exports, the oversized and the in-flight one, staging, notes = 8 entries
+    pages = 3 if server_backend.name == "s3" else 1  # fake-gcs-server: one page (see above)
+    assert _sum(listed, LISTS) == pages and _sum(listed, GETS) == 6, listed
+    assert f"ignoring version {oversized}" in caplog.text
+    assert f"ignoring version {in_flight}" not in caplog.text
+    with http_requests(fs) as latest:
+        info = ce.latest_export(base, filesystem=fs)
+    assert info is not None and info.version == versions[-1]
+    # newest first: the in-flight one (nothing), the oversized one (invalid), then the newest
+    assert _sum(latest, GETS) == 3 and _sum(latest, LISTS) == pages, latest
+    whole = ce.list_exports(base, filesystem=FaultyFileSystem(fs))  # the recursive path
+    assert whole == found
 
 
 def test_local_walk_matches_fsspec_find(tmp_path):
