@@ -39,7 +39,7 @@ from .errors import ChecksumMismatchError, LocationNotFoundError, StorageError
 from .layout import join, staging_root
 from .marker import FileRecord
 from .source import Digests, SourceFile, check_relative_path, hash_file
-from .storage import Storage
+from .storage import Entry, Storage
 from .untrusted import load_json
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 RECORDS_DIRNAME = ".cloud-exporter-uploaded"
 _FORMAT = 1
 _RECORD_LIMIT = 1 << 16
+BARE_PER_FILE = 3  # staged objects without a record asked about per file (S3: one HEAD each)
 _collectors: contextvars.ContextVar[list[Session] | None] = contextvars.ContextVar(
     "cloud_exporter_resume_sessions", default=None
 )
@@ -157,14 +158,19 @@ class Leftovers:
                 continue
             self.records.setdefault(f.relpath, []).append((owner, join(self.root, e.relpath)))
         # Staged objects of the right size that no record names: their store-kept CRC32C is
-        # the proof (S3 and GCS check it on upload), read by ``candidates``.
-        self.bare: list[str] = [
-            e.relpath
+        # the proof (S3 and GCS check it on upload), read by ``candidates``. On S3 each costs
+        # a HEAD: the newest BARE_PER_FILE of each file are asked, so a staging area full of
+        # dead attempts (or planted objects) costs at most that many HEADs per file.
+        bare = [
+            e
             for e in entries
             if "/" in e.relpath
             and e.relpath not in spoken_for
             and wanted.get(e.relpath.partition("/")[2]) == e.size
         ]
+        if storage.kind == "s3":
+            bare = _newest_per_file(bare, BARE_PER_FILE)
+        self.bare: list[str] = [e.relpath for e in bare]
 
     @property
     def maybe(self) -> set[str]:
@@ -208,6 +214,19 @@ class Leftovers:
         except StorageError as exc:  # resume is an optimisation: those files are uploaded
             log.warning("cannot read the checksums of staged objects (%s); uploading", exc)
             return {}
+
+
+def _newest_per_file(entries: list[Entry], most: int) -> list[Entry]:
+    """At most ``most`` staged objects per relative path, the most recently written first
+    (objects with no listed time last)."""
+    by_file: dict[str, list[Entry]] = {}
+    for e in entries:
+        by_file.setdefault(e.relpath.partition("/")[2], []).append(e)
+    kept = []
+    for found in by_file.values():
+        found.sort(key=lambda e: -(e.mtime or 0.0))
+        kept += found[:most]
+    return kept
 
 
 @contextlib.contextmanager

@@ -257,3 +257,51 @@ def test_a_staged_object_replaced_after_its_proof_is_uploaded_instead(
     assert manifest_of_export(info) == manifest_of(source)
     landed = server_backend.new_fs().cat_file(server_backend.strip(info.uri) + "/" + shard)
     assert landed == data
+
+
+def test_only_the_newest_staged_objects_per_file_are_asked_about_on_s3(
+    s3_backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A staging area full of dead attempts costs at most BARE_PER_FILE HEADs per file: the
+    newest objects are asked. The right object behind newer wrong ones is not reused (the
+    file is uploaded); once it is among the newest, it is."""
+    import google_crc32c
+
+    from cloud_exporter import resume
+
+    source = _source(tmp_path)
+    base = s3_backend.join("many dead [1]*?#% ü")
+    fs = s3_backend.new_fs()
+    root = s3_backend.strip(base) + "/" + STAGING_DIRNAME
+    shard = "variables/variables.data-00000-of-00001"
+    data = (source / shard).read_bytes()
+    other = bytes(reversed(data))
+
+    def crc(b: bytes) -> bytes:
+        return google_crc32c.value(b).to_bytes(4, "big")
+
+    asked: list[list[str]] = []
+    real = resume.Leftovers.candidates
+
+    def spy(self, storage):
+        asked.append(list(self.bare))
+        return real(self, storage)
+
+    monkeypatch.setattr(resume.Leftovers, "candidates", spy)
+    _plant(s3_backend, fs, f"{root}/1-wA/{shard}", data, crc(data))  # the oldest
+    time.sleep(1.1)  # listed times have one-second steps
+    for owner in ("1-wB", "1-wC", "1-wD", "1-wE", "1-wF"):
+        _plant(s3_backend, fs, f"{root}/{owner}/{shard}", other, crc(other))
+    resumer = FaultyFileSystem(s3_backend.new_fs())
+    info = ce.publish(source, base, filesystem=resumer)
+    assert _uploads(resumer) == len(info.files)
+    assert len(asked[-1]) == resume.BARE_PER_FILE
+    assert f"1-wA/{shard}" not in asked[-1]
+    time.sleep(1.1)
+    _plant(s3_backend, fs, f"{root}/1-wG/{shard}", data, crc(data))  # now the newest
+    resumer = FaultyFileSystem(s3_backend.new_fs())
+    info = ce.publish(source, base, filesystem=resumer)
+    assert _uploads(resumer) == len(info.files) - 1
+    assert len(asked[-1]) == resume.BARE_PER_FILE and f"1-wG/{shard}" in asked[-1]
+    ce.verify_export(base, info.version, deep=True, filesystem=s3_backend.new_fs())
+    assert manifest_of_export(info) == manifest_of(source)
