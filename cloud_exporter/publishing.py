@@ -171,19 +171,43 @@ class StageWhileDeciding:
         self.strategy, self.make_plan = strategy, make_plan
         self.plan: Plan | None = None
         self.error: BaseException | None = None  # raised by publish if the claim holds
-        self._lost = False
+        self._lost = self._held = False
+        self._report: Callable[[int], None] | None = None  # the caller's progress callback
+        self._pending = 0  # bytes staged before the claim held: reported once it does
         self._lock = threading.Lock()
 
     def start(self, version: int) -> None:
-        """Beside the decision: stage the files (an error is kept for publish to raise)."""
+        """Beside the decision: stage the files (an error is kept for publish to raise).
+        Progress is held back until the claim holds: a lost claim's bytes are never reported."""
         with self._lock:
             if self._lost:  # memory://: the decision ran first
                 return
             self.plan = plan = self.make_plan(version)
+            self._report = plan.on_file
+            if plan.on_file is not None and not self._held:
+                plan.on_file = self._hold
         try:
             self.strategy.stage(plan)
         except BaseException as exc:
             self.error = exc
+
+    def _hold(self, size: int) -> None:
+        with self._lock:
+            if not self._held:
+                self._pending += size
+                return
+        if self._report is not None:
+            self._report(size)
+
+    def keep(self) -> None:
+        """The claim holds: report what was staged so far, and everything from now on."""
+        with self._lock:
+            self._held = True
+            pending, self._pending = self._pending, 0
+            if self.plan is not None:
+                self.plan.on_file = self._report
+        if pending and self._report is not None:
+            self._report(pending)
 
     def lose(self) -> None:
         """The claim does not hold: start no more uploads."""
@@ -296,7 +320,9 @@ def _try_claim(
         taken = found["marker"] or version in found["listing"]
         found["holds"] = not taken and not (newest and highest > version)
         found["next"] = max(version, highest) + 1
-        if stage is not None and not found["holds"]:
+        if stage is not None and found["holds"]:
+            stage.keep()
+        elif stage is not None:
             stage.lose()
 
     try:

@@ -173,13 +173,18 @@ def test_a_lost_first_claim_removes_what_it_staged_and_the_next_publish_waits_fo
     assert starts == []  # an explicit version never stages before its decision
     staging = server_backend.strip(base) + "/.cloud-exporter-staging"
     fs = server_backend.new_fs()
-    first = ce.publish(source, base, filesystem=fs)
+    total = sum(p.stat().st_size for p in source.rglob("*") if p.is_file())
+    heard: list[int] = []
+    first = ce.publish(source, base, filesystem=fs, progress=heard.append)
     assert len(starts) == 1 and starts[0] < ahead < first.version  # staged, lost, bumped
+    assert sum(heard) == total  # the lost claim's staged bytes are not reported
     assert server_backend.new_fs().find(staging) == []  # the lost claim's uploads are gone
     second = ce.publish(source, base, filesystem=fs)
     assert len(starts) == 1 and second.version > first.version  # no staging before deciding
-    third = ce.publish(source, base, filesystem=fs)
+    heard.clear()
+    third = ce.publish(source, base, filesystem=fs, progress=heard.append)
     assert len(starts) == 2 and starts[1] == third.version  # the second's first guess held
+    assert sum(heard) == total  # staged beside the decision, reported once it held
     for info in (first, second, third):
         ce.verify_export(base, info.version, deep=True, filesystem=server_backend.new_fs())
     assert server_backend.new_fs().find(staging) == []
