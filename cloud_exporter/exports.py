@@ -22,7 +22,7 @@ from .layout import MARKER_NAME, marker_path, parse_version, version_dir
 from .marker import MAX_MARKER_BYTES, ExportInfo, FileRecord, parse_marker
 from .retry import DEFAULT_RETRY, RetryPolicy
 from .storage import Entry, Storage, resolve
-from .storage_pages import list_children, list_pages, paged
+from .storage_pages import child_pages, list_pages, paged
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def scan_versions(storage: Storage, base: str) -> tuple[list[ExportInfo], dict[i
     publish in flight, a crashed one) is not an export and is not reported."""
     reads = []
     with ThreadPoolExecutor(1) as reader:
-        for names in list_children(storage, base):
+        for names in child_pages(storage, base):
             versions = [v for v in map(parse_version, names) if v is not None]
             if versions:
                 ctx = contextvars.copy_context()
@@ -192,7 +192,7 @@ def latest_export(
     and GCS one more per newer version directory that has none yet: a publish in flight)."""
     storage, root = _storage(base, filesystem, storage_options, retry)
     if paged(storage):  # the version directories (a delimiter listing), newest first
-        names = [n for page in list_children(storage, root) for n in page]
+        names = storage.list_children(root)
         candidates = sorted({v for v in map(parse_version, names) if v is not None})
     else:
         candidates = list_base(storage, root).marked()

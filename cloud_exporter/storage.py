@@ -52,7 +52,7 @@ from .retry import (
 )
 from .source import Digests, digest_stream
 from .storage_copies import copy_checked
-from .storage_pages import Entry, list_pages, listed_mtime, paged, walk_local
+from .storage_pages import Entry, child_pages, list_pages, listed_mtime, paged, walk_local
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -163,7 +163,13 @@ class Storage:
         ]
 
     def list_children(self, prefix: str) -> list[str]:
-        """Names directly below ``prefix`` (objects and pseudo-directories), freshly listed."""
+        """Names directly below ``prefix`` (objects and pseudo-directories), freshly listed:
+        on S3 and GCS our own delimiter pages (``storage_pages.child_pages``), else ``ls``."""
+        if paged(self):
+            try:
+                return sorted({n for page in child_pages(self, prefix) for n in page if n})
+            except LocationNotFoundError:
+                return []
         self.forget(prefix)
         try:
             items = self._call("list", prefix, self.fs.ls, prefix, detail=False)

@@ -105,11 +105,11 @@ def list_pages(
             return
 
 
-def list_children(storage: Storage, prefix: str) -> Iterator[list[str]]:
-    """The names of the "directories" directly below ``prefix`` on S3 or GCS (a paged
-    storage), one page at a time: a delimiter listing, so a page holds up to PAGE_SIZE
-    children whatever each holds (the objects directly at that level are skipped). A missing
-    bucket raises LocationNotFoundError."""
+def child_pages(storage: Storage, prefix: str) -> Iterator[list[str]]:
+    """The names directly below ``prefix`` on S3 or GCS (a paged storage: objects and
+    pseudo-directories, as ``Storage.list_children`` gives them), one page at a time: a
+    delimiter listing, so a page holds up to PAGE_SIZE names however many objects lie below
+    each. A missing bucket raises LocationNotFoundError."""
     bucket, key, _ = storage.real.split_path(prefix)
     key = key.rstrip("/") + "/" if key else ""
     page = _s3_children if storage.kind == "s3" else _gcs_children
@@ -132,6 +132,7 @@ def _s3_children(
         "list_objects_v2", Bucket=bucket, Prefix=key, Delimiter="/", MaxKeys=PAGE_SIZE, **more
     )
     names = [p["Prefix"] for p in got.get("CommonPrefixes") or []]
+    names += [o["Key"] for o in got.get("Contents") or []]
     return names, got.get("NextContinuationToken") if got.get("IsTruncated") else None
 
 
@@ -149,7 +150,8 @@ def _gcs_children(
         maxResults=PAGE_SIZE,
         **more,
     )
-    return list(got.get("prefixes") or []), got.get("nextPageToken")
+    names = list(got.get("prefixes") or []) + [o["name"] for o in got.get("items") or []]
+    return names, got.get("nextPageToken")
 
 
 def _s3_page(
