@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextvars
 import logging
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -25,6 +25,7 @@ from .storage import Entry, Storage, resolve
 from .storage_pages import child_pages, list_pages, paged
 
 log = logging.getLogger(__name__)
+Judged = tuple[list[ExportInfo], dict[int, str]]  # (valid exports ascending, {version: why})
 
 
 @dataclass
@@ -100,13 +101,7 @@ def scan_base(storage: Storage, base: str) -> tuple[BaseListing, list[ExportInfo
             if marked:
                 markers, ctx = _markers(listing, marked), contextvars.copy_context()
                 reads.append(reader.submit(ctx.run, _judge, storage, base, markers))
-        valid: list[ExportInfo] = []
-        invalid: dict[int, str] = {}
-        for read in reads:
-            some_valid, some_invalid = read.result()
-            valid += some_valid
-            invalid.update(some_invalid)
-    return listing, sorted(valid, key=lambda e: e.version), invalid
+        return (listing, *_gathered(reads))
 
 
 def _markers(listing: BaseListing, versions: list[int]) -> dict[int, int | None]:
@@ -126,18 +121,23 @@ def scan_versions(storage: Storage, base: str) -> tuple[list[ExportInfo], dict[i
                 ctx = contextvars.copy_context()
                 sizes: dict[int, int | None] = dict.fromkeys(versions)
                 reads.append(reader.submit(ctx.run, _judge, storage, base, sizes, True))
-        valid: list[ExportInfo] = []
-        invalid: dict[int, str] = {}
-        for read in reads:
-            some_valid, some_invalid = read.result()
-            valid += some_valid
-            invalid.update(some_invalid)
+        return _gathered(reads)
+
+
+def _gathered(reads: list[Future[Judged]]) -> Judged:
+    """The judged pages, merged: (valid exports ascending, {version: why invalid})."""
+    valid: list[ExportInfo] = []
+    invalid: dict[int, str] = {}
+    for read in reads:
+        some_valid, some_invalid = read.result()
+        valid += some_valid
+        invalid.update(some_invalid)
     return sorted(valid, key=lambda e: e.version), invalid
 
 
 def _judge(
     storage: Storage, base: str, markers: dict[int, int | None], unlisted: bool = False
-) -> tuple[list[ExportInfo], dict[int, str]]:
+) -> Judged:
     """Read and parse the markers ``{version: listed size, or None if not listed}``; with
     ``unlisted``, a marker that does not exist means no export (nothing to report)."""
     results: dict[int, ExportInfo | str] = {}

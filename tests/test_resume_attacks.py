@@ -20,6 +20,14 @@ from cloud_exporter.resume import RECORDS_DIRNAME, encode_record, parse_record
 from cloud_exporter.testing import FaultyFileSystem
 
 CRC = "0123abcd"
+SHARD = "variables/variables.data-00000-of-00001"
+
+
+def _crc(data: bytes) -> bytes:
+    """The CRC32C of ``data`` as the 4 big-endian bytes a store keeps."""
+    import google_crc32c
+
+    return google_crc32c.value(data).to_bytes(4, "big")
 
 
 def _name(path: str) -> str:
@@ -86,7 +94,7 @@ def test_planted_records_outside_their_place_are_never_used(
     base = server_backend.base
     fs = server_backend.new_fs()
     root = server_backend.strip(base) + "/" + STAGING_DIRNAME
-    shard = "variables/variables.data-00000-of-00001"
+    shard = SHARD
     data = (source / shard).read_bytes()
     good = ce.publish(source, server_backend.join("reference"), filesystem=fs)
     record = next(r for r in good.files if r.path == shard)
@@ -139,6 +147,16 @@ def test_resume_with_odd_names_and_a_clock_hours_off(
     ce.verify_export(base, info.version, deep=True, filesystem=server_backend.new_fs())
 
 
+def _scene(backend: Backend, tmp_path: Path, name: str):
+    """(source, base, a filesystem, the base's staging root, the shard's bytes, other bytes of
+    the same size) for planting leftovers."""
+    source = _source(tmp_path)
+    base = backend.join(name)
+    data = (source / SHARD).read_bytes()
+    root = backend.strip(base) + "/" + STAGING_DIRNAME
+    return source, base, backend.new_fs(), root, data, bytes(reversed(data))
+
+
 def _plant(backend: Backend, fs, path: str, data: bytes, crc32c: bytes | None) -> None:
     """Write an object into a staging area; on S3 with ``crc32c`` declared (moto keeps a
     declared checksum unchecked, so any value can be planted), without one if None. GCS
@@ -161,24 +179,15 @@ def test_staged_objects_without_records_are_proven_only_by_a_matching_stored_crc
     """No record: an object of the right size is reused only if the CRC32C the store keeps
     for it equals the local file's. Other bytes of the same size, or no stored CRC32C (S3),
     are uploaded instead; the one right object is copied (the control that this can pass)."""
-    import google_crc32c
 
-    source = _source(tmp_path)
-    base = server_backend.join("bare [1]*?# ü")
-    fs = server_backend.new_fs()
-    root = server_backend.strip(base) + "/" + STAGING_DIRNAME
-    shard = "variables/variables.data-00000-of-00001"
-    data = (source / shard).read_bytes()
-    other = bytes(reversed(data))
+    source, base, fs, root, data, other = _scene(server_backend, tmp_path, "bare [1]*?# ü")
+    shard = SHARD
     assert other != data
 
-    def crc(b: bytes) -> bytes:
-        return google_crc32c.value(b).to_bytes(4, "big")
-
-    _plant(server_backend, fs, f"{root}/1-wA/{shard}", other, crc(other))  # other bytes
+    _plant(server_backend, fs, f"{root}/1-wA/{shard}", other, _crc(other))  # other bytes
     if server_backend.name == "s3":
         _plant(server_backend, fs, f"{root}/1-wB/{shard}", data, None)  # no CRC32C kept
-    _plant(server_backend, fs, f"{root}/1-wC/{shard}", data, crc(data))  # the right object
+    _plant(server_backend, fs, f"{root}/1-wC/{shard}", data, _crc(data))  # the right object
     resumer = FaultyFileSystem(server_backend.new_fs())
     info = ce.publish(source, base, filesystem=resumer)
     assert _uploads(resumer) == len(info.files) - 1
@@ -194,17 +203,12 @@ def test_a_staged_object_gone_before_its_proof_is_uploaded_instead(
     """A listed object that vanishes before its checksum is read (S3: the HEAD finds nothing)
     or before its copy (GCS: the listing carried its CRC32C) is uploaded, not an error: its
     live owner finished and cleaned up meanwhile."""
-    import google_crc32c
 
     from cloud_exporter import resume
 
-    source = _source(tmp_path)
-    base = server_backend.join("gone [1] ü")
-    fs = server_backend.new_fs()
-    shard = "variables/variables.data-00000-of-00001"
-    planted = f"{server_backend.strip(base)}/{STAGING_DIRNAME}/1-wC/{shard}"
-    data = (source / shard).read_bytes()
-    _plant(server_backend, fs, planted, data, google_crc32c.value(data).to_bytes(4, "big"))
+    source, base, fs, root, data, _ = _scene(server_backend, tmp_path, "gone [1] ü")
+    planted = f"{root}/1-wC/{SHARD}"
+    _plant(server_backend, fs, planted, data, _crc(data))
     real = resume.Leftovers.candidates
 
     def vanish_first(self, storage):
@@ -225,28 +229,19 @@ def test_a_staged_object_replaced_after_its_proof_is_uploaded_instead(
     replaced by other bytes of the same size (with their own valid CRC32C) after the resume
     proved it. The copy reports the new object's CRC32C, so the file is uploaded instead and
     the export holds the local bytes (the old code committed the planted ones)."""
-    import google_crc32c
 
     from cloud_exporter import resume
 
-    source = _source(tmp_path)
-    base = server_backend.join("swap [1]*?#% ü")
-    fs = server_backend.new_fs()
-    shard = "variables/variables.data-00000-of-00001"
-    planted = f"{server_backend.strip(base)}/{STAGING_DIRNAME}/1-wC/{shard}"
-    data = (source / shard).read_bytes()
-    other = bytes(reversed(data))
-
-    def crc(b: bytes) -> bytes:
-        return google_crc32c.value(b).to_bytes(4, "big")
-
-    _plant(server_backend, fs, planted, data, crc(data))
+    source, base, fs, root, data, other = _scene(server_backend, tmp_path, "swap [1]*?#% ü")
+    shard = SHARD
+    planted = f"{root}/1-wC/{shard}"
+    _plant(server_backend, fs, planted, data, _crc(data))
     real = resume.Session.reuse
 
     def swap_after_proof(self, plan):
         left = real(self, plan)
         assert shard in self.sources  # proven: the right object was there
-        _plant(server_backend, server_backend.new_fs(), planted, other, crc(other))
+        _plant(server_backend, server_backend.new_fs(), planted, other, _crc(other))
         return left
 
     monkeypatch.setattr(resume.Session, "reuse", swap_after_proof)
@@ -265,20 +260,11 @@ def test_only_the_newest_staged_objects_per_file_are_asked_about_on_s3(
     """A staging area full of dead attempts costs at most BARE_PER_FILE HEADs per file: the
     newest objects are asked. The right object behind newer wrong ones is not reused (the
     file is uploaded); once it is among the newest, it is."""
-    import google_crc32c
 
     from cloud_exporter import resume
 
-    source = _source(tmp_path)
-    base = s3_backend.join("many dead [1]*?#% ü")
-    fs = s3_backend.new_fs()
-    root = s3_backend.strip(base) + "/" + STAGING_DIRNAME
-    shard = "variables/variables.data-00000-of-00001"
-    data = (source / shard).read_bytes()
-    other = bytes(reversed(data))
-
-    def crc(b: bytes) -> bytes:
-        return google_crc32c.value(b).to_bytes(4, "big")
+    source, base, fs, root, data, other = _scene(s3_backend, tmp_path, "many dead [1]*?#% ü")
+    shard = SHARD
 
     asked: list[list[str]] = []
     real = resume.Leftovers.candidates
@@ -288,17 +274,17 @@ def test_only_the_newest_staged_objects_per_file_are_asked_about_on_s3(
         return real(self, storage)
 
     monkeypatch.setattr(resume.Leftovers, "candidates", spy)
-    _plant(s3_backend, fs, f"{root}/1-wA/{shard}", data, crc(data))  # the oldest
+    _plant(s3_backend, fs, f"{root}/1-wA/{shard}", data, _crc(data))  # the oldest
     time.sleep(1.1)  # listed times have one-second steps
     for owner in ("1-wB", "1-wC", "1-wD", "1-wE", "1-wF"):
-        _plant(s3_backend, fs, f"{root}/{owner}/{shard}", other, crc(other))
+        _plant(s3_backend, fs, f"{root}/{owner}/{shard}", other, _crc(other))
     resumer = FaultyFileSystem(s3_backend.new_fs())
     info = ce.publish(source, base, filesystem=resumer)
     assert _uploads(resumer) == len(info.files)
     assert len(asked[-1]) == resume.BARE_PER_FILE
     assert f"1-wA/{shard}" not in asked[-1]
     time.sleep(1.1)
-    _plant(s3_backend, fs, f"{root}/1-wG/{shard}", data, crc(data))  # now the newest
+    _plant(s3_backend, fs, f"{root}/1-wG/{shard}", data, _crc(data))  # now the newest
     resumer = FaultyFileSystem(s3_backend.new_fs())
     info = ce.publish(source, base, filesystem=resumer)
     assert _uploads(resumer) == len(info.files) - 1
