@@ -7,6 +7,10 @@
 #   checkov           checkov -d terraform, offline (checkov venv), when terraform/ exists
 #   install           scripts/install_test.sh: wheel/sdist installed as a user does (cached venvs)
 #
+# pytest-estimator and install run in the background beside pytest-main (their own venvs,
+# servers on their own free ports, their own pytest temp roots); their output is printed when
+# they are done. CLOUD_EXPORTER_SERIAL=1 runs every step one after the other instead.
+#
 # Usage: scripts/test.sh [PYTEST ARGS...]   e.g. scripts/test.sh -x -k commit
 # Extra arguments go to both pytest runs. CLOUD_EXPORTER_SOAK=1 selects the longer test runs.
 # pytest's exit code 5 (no tests collected) counts as a failure.
@@ -38,6 +42,54 @@ run_step() {
     *) result="FAILED (exit $status)" ;;
     esac
     record "$name" "$result" "$(elapsed_since "$start")"
+}
+
+BG_NAMES=()
+BG_PIDS=()
+BG_LOGS=()
+
+# start_beside NAME COMMAND...: run COMMAND in the background (or now, with
+# CLOUD_EXPORTER_SERIAL=1), its output in a log of its own; finish_beside collects it.
+start_beside() {
+    local name="$1" log="$VENV_ROOT/test-$1.log"
+    shift
+    if [[ "${CLOUD_EXPORTER_SERIAL:-0}" == 1 ]]; then
+        run_step "$name" "$@"
+        return
+    fi
+    printf '
+[test] ===== %s: %s (in the background, output below when done)
+' "$name" "$*"
+    (
+        start=$(date +%s.%N)
+        export PYTEST_DEBUG_TEMPROOT="$VENV_ROOT/tmp-$name"  # no shared pytest-of-<user>
+        rm -rf "$PYTEST_DEBUG_TEMPROOT" && mkdir -p "$PYTEST_DEBUG_TEMPROOT"
+        "$@" >"$log" 2>&1
+        echo $? >"$log.status"
+        elapsed_since "$start" >"$log.time"
+    ) &
+    BG_NAMES+=("$name")
+    BG_PIDS+=("$!")
+    BG_LOGS+=("$log")
+}
+
+finish_beside() {
+    local i status result log
+    for i in "${!BG_NAMES[@]}"; do
+        wait "${BG_PIDS[$i]}"
+        log="${BG_LOGS[$i]}"
+        printf '
+[test] ===== %s (ran in the background)
+' "${BG_NAMES[$i]}"
+        cat "$log"
+        status="$(cat "$log.status" 2>/dev/null || echo 1)"
+        case $status in
+        0) result="passed" ;;
+        5) result="FAILED (no tests collected)" ;;
+        *) result="FAILED (exit $status)" ;;
+        esac
+        record "${BG_NAMES[$i]}" "$result" "$(cat "$log.time" 2>/dev/null || echo '?')"
+    done
 }
 
 record() {
@@ -102,16 +154,17 @@ main() {
     record setup passed "$(elapsed_since "$setup_start")"
 
     run_step ruff run_ruff
-    run_step pytest-main run_pytest_main "$@"
-    if [[ -d tests/estimator ]]; then
-        run_step pytest-estimator run_pytest_estimator "$@"
+    if [[ -f scripts/install_test.sh ]]; then
+        start_beside install bash scripts/install_test.sh -q
     fi
+    if [[ -d tests/estimator ]]; then
+        start_beside pytest-estimator run_pytest_estimator "$@"
+    fi
+    run_step pytest-main run_pytest_main "$@"
     if [[ -d terraform ]]; then
         run_step checkov run_checkov
     fi
-    if [[ -f scripts/install_test.sh ]]; then
-        run_step install bash scripts/install_test.sh -q
-    fi
+    finish_beside
     summary
 }
 
