@@ -173,7 +173,7 @@ class StageWhileDeciding:
         self.error: BaseException | None = None  # raised by publish if the claim holds
         self._lost = self._held = False
         self._report: Callable[[int], None] | None = None  # the caller's progress callback
-        self._pending = 0  # bytes staged before the claim held: reported once it does
+        self._pending: list[int] = []  # files staged before the claim held: reported once it does
         self._lock = threading.Lock()
 
     def start(self, version: int) -> None:
@@ -194,20 +194,20 @@ class StageWhileDeciding:
     def _hold(self, size: int) -> None:
         with self._lock:
             if not self._held:
-                self._pending += size
+                self._pending.append(size)
                 return
         if self._report is not None:
             self._report(size)
 
     def keep(self) -> None:
-        """The claim holds: report what was staged so far, and everything from now on."""
+        """The claim holds: report each file staged so far, and everything from now on."""
         with self._lock:
             self._held = True
-            pending, self._pending = self._pending, 0
+            pending, self._pending = self._pending, []
             if self.plan is not None:
                 self.plan.on_file = self._report
-        if pending and self._report is not None:
-            self._report(pending)
+        for size in pending if self._report is not None else ():
+            self._report(size)
 
     def lose(self) -> None:
         """The claim does not hold: start no more uploads."""
