@@ -411,6 +411,9 @@ def _allow_gcs_crc32c_upload_field() -> None:
     gcsfs.core.SUPPORTED_FIXED_KEY_METADATA.setdefault("crc32c", "crc32c")
 
 
+S3_COPY_OBJECT_LIMIT = 5 << 30  # the largest object one CopyObject request may copy
+
+
 def _single_request_s3_copies() -> None:
     """Let s3fs copy objects up to 5 GiB with one CopyObject (its default switches to a
     multipart copy above 150 MiB). A multipart copy's parts carry no checksums, so the copy
@@ -419,6 +422,3 @@ def _single_request_s3_copies() -> None:
     import s3fs.core
 
     s3fs.core.MANAGED_COPY_THRESHOLD = max(s3fs.core.MANAGED_COPY_THRESHOLD, S3_COPY_OBJECT_LIMIT)
-
-
-S3_COPY_OBJECT_LIMIT = 5 << 30  # the largest object one CopyObject request may copy

@@ -89,20 +89,7 @@ def list_pages(
     if not paged(storage):
         yield storage.list_tree(prefix)
         return
-    page = _s3_page if storage.kind == "s3" else _gcs_page
-    bucket, key, _ = storage.real.split_path(prefix)
-    key = key.rstrip("/") + "/" if key else ""
-    token: str | None = None
-    while True:
-        try:
-            entries, token = storage._call(
-                "list", prefix, page, storage, bucket, key, token, page_size or PAGE_SIZE
-            )
-        except FileNotFoundError as exc:
-            raise storage._missing("list", prefix) from exc
-        yield entries
-        if not token:
-            return
+    yield from _pages(storage, prefix, _objects_page, page_size or PAGE_SIZE)
 
 
 def child_pages(storage: Storage, prefix: str) -> Iterator[list[str]]:
@@ -110,75 +97,73 @@ def child_pages(storage: Storage, prefix: str) -> Iterator[list[str]]:
     pseudo-directories, as ``Storage.list_children`` gives them), one page at a time: a
     delimiter listing, so a page holds up to PAGE_SIZE names however many objects lie below
     each. A missing bucket raises LocationNotFoundError."""
+    yield from _pages(storage, prefix, _children_page, PAGE_SIZE)
+
+
+def _pages(storage: Storage, prefix: str, page: Any, size: int) -> Iterator[list[Any]]:
+    """The paging loop of both listings: ``page(storage, bucket, key, token, size)`` answers
+    (items, the next page's token or None); each page request is retried on its own."""
     bucket, key, _ = storage.real.split_path(prefix)
     key = key.rstrip("/") + "/" if key else ""
-    page = _s3_children if storage.kind == "s3" else _gcs_children
     token: str | None = None
     while True:
         try:
-            names, token = storage._call("list", prefix, page, storage, bucket, key, token)
+            items, token = storage._call("list", prefix, page, storage, bucket, key, token, size)
         except FileNotFoundError as exc:
             raise storage._missing("list", prefix) from exc
-        yield [n[len(key) :].rstrip("/") for n in names if n.startswith(key) and n != key]
+        yield items
         if not token:
             return
 
 
-def _s3_children(
-    storage: Storage, bucket: str, key: str, token: str | None
-) -> tuple[list[str], str | None]:
-    more = {"ContinuationToken": token} if token else {}
-    got = storage.real.call_s3(
-        "list_objects_v2", Bucket=bucket, Prefix=key, Delimiter="/", MaxKeys=PAGE_SIZE, **more
-    )
-    names = [p["Prefix"] for p in got.get("CommonPrefixes") or []]
-    names += [o["Key"] for o in got.get("Contents") or []]
-    return names, got.get("NextContinuationToken") if got.get("IsTruncated") else None
-
-
-def _gcs_children(
-    storage: Storage, bucket: str, key: str, token: str | None
-) -> tuple[list[str], str | None]:
-    real = storage.real
-    more = {"pageToken": token} if token else {}
-    got = sync(
-        real.loop,
-        real._call_list_objects,
-        bucket,
-        prefix=key,
-        delimiter="/",
-        maxResults=PAGE_SIZE,
-        **more,
-    )
-    names = list(got.get("prefixes") or []) + [o["name"] for o in got.get("items") or []]
-    return names, got.get("nextPageToken")
-
-
-def _s3_page(
+def _objects_page(
     storage: Storage, bucket: str, key: str, token: str | None, size: int
 ) -> tuple[list[Entry], str | None]:
-    more = {"ContinuationToken": token} if token else {}
-    got = storage.real.call_s3("list_objects_v2", Bucket=bucket, Prefix=key, MaxKeys=size, **more)
+    got, token = _list_request(storage, bucket, key, token, size, delimiter=False)
     entries = [
-        Entry.listed(obj["Key"][len(key) :], obj)
-        for obj in got.get("Contents", [])
-        if obj["Key"].startswith(key) and not obj["Key"].endswith("/")
+        Entry.listed(name[len(key) :], obj)
+        for name, obj in _objects(storage, got)
+        if name.startswith(key) and not name.endswith("/")
     ]
-    return entries, got.get("NextContinuationToken") if got.get("IsTruncated") else None
+    return entries, token
 
 
-def _gcs_page(
+def _children_page(
     storage: Storage, bucket: str, key: str, token: str | None, size: int
-) -> tuple[list[Entry], str | None]:
+) -> tuple[list[str], str | None]:
+    got, token = _list_request(storage, bucket, key, token, size, delimiter=True)
+    names = [*_prefixes(storage, got), *(name for name, _ in _objects(storage, got))]
+    return [n[len(key) :].rstrip("/") for n in names if n.startswith(key) and n != key], token
+
+
+def _list_request(
+    storage: Storage, bucket: str, key: str, token: str | None, size: int, delimiter: bool
+) -> tuple[dict[str, Any], str | None]:
+    """One page: S3 ListObjectsV2 or GCS objects.list (with "/" as delimiter if asked)."""
     real = storage.real
+    if storage.kind == "s3":
+        more = {"ContinuationToken": token} if token else {}
+        if delimiter:
+            more["Delimiter"] = "/"
+        got = real.call_s3("list_objects_v2", Bucket=bucket, Prefix=key, MaxKeys=size, **more)
+        return got, got.get("NextContinuationToken") if got.get("IsTruncated") else None
     more = {"pageToken": token} if token else {}
+    if delimiter:
+        more["delimiter"] = "/"
     got = sync(real.loop, real._call_list_objects, bucket, prefix=key, maxResults=size, **more)
-    entries = [
-        Entry.listed(obj["name"][len(key) :], obj)
-        for obj in got.get("items", [])
-        if obj["name"].startswith(key) and not obj["name"].endswith("/")
-    ]
-    return entries, got.get("nextPageToken")
+    return got, got.get("nextPageToken")
+
+
+def _objects(storage: Storage, got: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    if storage.kind == "s3":
+        return [(o["Key"], o) for o in got.get("Contents") or []]
+    return [(o["name"], o) for o in got.get("items") or []]
+
+
+def _prefixes(storage: Storage, got: dict[str, Any]) -> list[str]:
+    if storage.kind == "s3":
+        return [p["Prefix"] for p in got.get("CommonPrefixes") or []]
+    return list(got.get("prefixes") or [])
 
 
 def walk_local(prefix: str) -> list[Entry]:
