@@ -192,7 +192,7 @@ def latest_export(
     and GCS one more per newer version directory that has none yet: a publish in flight)."""
     storage, root = _storage(base, filesystem, storage_options, retry)
     if paged(storage):  # the version directories (a delimiter listing), newest first
-        names = storage.list_children(root)
+        names = [n for page in child_pages(storage, root) for n in page]  # no bucket: raises
         candidates = sorted({v for v in map(parse_version, names) if v is not None})
     else:
         candidates = list_base(storage, root).marked()

@@ -178,6 +178,8 @@ def test_missing_bucket_is_a_typed_error(server_backend, tmp_path):
         ce.publish(model(tmp_path), base, storage_options=opts)
     with pytest.raises(ce.LocationNotFoundError, match="bucket"):
         ce.list_exports(base, storage_options=opts)
+    with pytest.raises(ce.LocationNotFoundError, match="bucket"):  # not None: no such base
+        ce.latest_export(base, storage_options=opts)
 
 
 def _marker(files: list[dict[str, Any]], version: int = 5, **over: Any) -> bytes:
