@@ -350,8 +350,10 @@ def _read_journals(storage: Storage, base: str, listing: BaseListing) -> dict[st
             continue
         path = join(base, entry.relpath)
         data = storage.read_bytes(path, _MAX_JOURNAL_BYTES)
+        if data is None:  # its prune finished and deleted it after the listing
+            continue
         try:
-            doc = load_json(data or b"", _MAX_JOURNAL_BYTES)
+            doc = load_json(data, _MAX_JOURNAL_BYTES)
             if not isinstance(doc, dict):
                 raise ValueError("not an object")
             versions = doc["versions"] if doc.get("format") == _JOURNAL_FORMAT else None

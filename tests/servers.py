@@ -295,11 +295,20 @@ def _spawn(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
 # The servers
 # ---------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def moto_server(timeout: float = START_TIMEOUT_S) -> Iterator[str]:
-    """Run moto's S3 server; yield its endpoint URL ``http://127.0.0.1:PORT``."""
+def moto_server(
+    timeout: float = START_TIMEOUT_S, *, stock: bool = False, race_window_s: float = 0.0
+) -> Iterator[str]:
+    """Run moto's S3 server; yield its endpoint URL ``http://127.0.0.1:PORT``.
+
+    It runs through atomic_moto.py, which makes moto's conditional writes atomic as S3's are;
+    ``stock`` leaves them as moto has them and ``race_window_s`` widens their check-then-store
+    window (both only for the test that shows why)."""
+    launcher = [sys.executable, str(Path(__file__).with_name("atomic_moto.py"))]
+    launcher += ["--stock"] if stock else []
+    launcher += ["--race-window", str(race_window_s)] if race_window_s else []
 
     def argv(port: int) -> list[str]:
-        return [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
+        return [*launcher, "-H", HOST, "-p", str(port)]
 
     with _server_process("moto", argv, "/", lambda status: status < 500, timeout) as url:
         yield url

@@ -219,6 +219,23 @@ def test_a_clean_prune_leaves_nothing_for_the_next_to_report(backend, source):
         assert (again.deleted, again.orphans_removed, again.orphans_waiting) == ([], [], [])
 
 
+def test_a_journal_its_prune_removed_after_the_listing_is_not_reported(backend, source, caplog):
+    """Another prune finishes, deleting its journal, between this prune's listing and its read
+    of that journal: nothing to say about it. A journal with bad content is still reported."""
+    publish_many(backend, source, 2)
+    staging = backend.strip(backend.join(STAGING_DIRNAME))
+    finished, broken = f"{staging}/prune-1-ab.json", f"{staging}/prune-2-cd.json"
+    journal = b'{"format": "cloud-exporter-prune-journal", "versions": []}'
+    write_object(backend.fs, finished, journal)
+    write_object(backend.fs, broken, b'{"format": ')
+    hook = run_before("cat_file", "prune-1-ab.json", lambda: backend.new_fs().rm_file(finished))
+    faulty = FaultyFileSystem(backend.new_fs(), fail_on=[hook])
+    with caplog.at_level("WARNING", logger="cloud_exporter"):
+        ce.prune(backend.base, keep=5, filesystem=faulty)
+    warnings = [r.getMessage() for r in caplog.records if "journal" in r.getMessage()]
+    assert len(warnings) == 1 and "prune-2-cd.json" in warnings[0], warnings
+
+
 def _probes(faulty: FaultyFileSystem) -> set[str]:
     """The clock probe objects the calls through ``faulty`` wrote (and removed)."""
     return {path for _, path in faulty.mutations() if CLOCK_PROBE_PREFIX in path}
