@@ -342,8 +342,22 @@ class _Strategy:
         (with ``keep_staged``, the staging uploads and their records stay for a resume)."""
         storage = plan.storage
         try:
-            if our_marker_committed(plan):
+            committer = marker_writer(plan)
+            if committer == plan.writer_id:
                 log.warning("publish failed after its marker landed: %s is committed", plan.target)
+                return
+            if committer is not None:
+                # Another writer committed the version this publish held a claim on: the store
+                # did not keep the claim exclusive. Deleting what we placed would empty their
+                # export; what stays is theirs or bytes we wrote over theirs (verify tells).
+                log.error(
+                    "%s was committed by another writer while this publish held its claim: the "
+                    "store did not keep create-only writes exclusive (it must honour "
+                    "If-None-Match / ifGenerationMatch=0); the version directory is left as it "
+                    "is: run 'cloud-exporter verify --deep' on it",
+                    storage.uri(plan.target),
+                )
+                storage.delete([] if keep_staged else plan.staged)
                 return
             self._remove_build(plan)
             storage.delete([*plan.placed, *([] if keep_staged else plan.staged)])
@@ -460,13 +474,13 @@ def choose_strategy(storage: Storage, mode: str) -> CommitStrategy:
     return StagedCopy() if mode == "staged" else DirectWrite()
 
 
-def our_marker_committed(plan: Plan) -> bool:
-    """After a failure: did our marker land anyway (its answer lost)? Errors count as unknown."""
+def marker_writer(plan: Plan) -> str | None:
+    """After a failure: the writer id in a valid marker at the plan's version (ours when our
+    marker landed but its answer was lost), None when there is none. Errors count as unknown."""
     data = plan.storage.read_bytes(marker_path(plan.base, plan.version), MAX_MARKER_BYTES)
     if data is None:
-        return False
+        return None
     try:
-        info = parse_marker(data, plan.version, plan.storage.uri(plan.target))
+        return parse_marker(data, plan.version, plan.storage.uri(plan.target)).writer_id
     except CorruptExportError:
-        return False
-    return info.writer_id == plan.writer_id
+        return None

@@ -55,6 +55,10 @@ _TRANSIENT_NAMES = frozenset(
     }
 )
 _TRANSIENT_HTTP_CODES = frozenset({408, 429, 500, 502, 503, 504})
+# S3 error codes that s3fs turns into a plain EIO OSError, yet mean "try again": a conditional
+# write racing another one on the same key answers 409 ConditionalRequestConflict, and the
+# retry then learns who won (412 for us, or our create goes through).
+_TRANSIENT_S3_CODES = frozenset({"ConditionalRequestConflict"})
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -66,6 +70,9 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
         return True
     if any(cls.__name__ in _TRANSIENT_NAMES for cls in type(exc).__mro__):
+        return True
+    response = getattr(exc, "response", None)  # botocore's ClientError, s3fs's cause
+    if isinstance(response, dict) and response.get("Error", {}).get("Code") in _TRANSIENT_S3_CODES:
         return True
     code = getattr(exc, "code", None)  # gcsfs HttpError carries the HTTP status here
     if isinstance(code, int) and code in _TRANSIENT_HTTP_CODES:

@@ -179,3 +179,74 @@ def test_pruned_version_number_is_never_handed_out_again(backend, source, tmp_pa
     assert listed == [guess + 1, guess + 2, guess + 3, guess + 4]
     for version in listed:
         ce.verify_export(backend.base, version, deep=True, filesystem=backend.new_fs())
+
+
+def test_a_claim_racing_another_on_s3_is_retried_and_yields(s3_backend, source):
+    """Real S3 answers a conditional write that races another on the same key with 409
+    ConditionalRequestConflict (moto cannot show it: it decides them one at a time). That is a
+    retry, not a failed publish: the retry meets the other writer's claim and takes the next
+    version, leaving the other's claim alone."""
+    import botocore.exceptions
+    from s3fs.errors import translate_boto_error
+
+    from cloud_exporter.testing import FailOn
+
+    backend, contested = s3_backend, []
+
+    def first_claim(method: str, path: str) -> bool:
+        if path.endswith(".claim") and not contested:
+            contested.append(path)
+        return bool(contested) and path == contested[0]
+
+    def conflict() -> BaseException:
+        write_object(backend.new_fs(), contested[0], b"the other writer")  # it won the race
+        answer = {
+            "Error": {"Code": "ConditionalRequestConflict", "Message": "A conflicting operation"},
+            "ResponseMetadata": {"HTTPStatusCode": 409},
+        }
+        return translate_boto_error(botocore.exceptions.ClientError(answer, "PutObject"))
+
+    rule = FailOn(method="pipe_file", predicate=first_claim, error=conflict)
+    faulty = FaultyFileSystem(backend.new_fs(), fail_on=[rule])
+    info = ce.publish(source, backend.base, filesystem=faulty)
+    assert rule.fired == 1
+    assert not contested[0].endswith(f"/{info.version}.claim")
+    assert backend.new_fs().cat_file(contested[0]) == b"the other writer"
+    verified = ce.verify_export(backend.base, info.version, deep=True, filesystem=backend.new_fs())
+    assert verified.version == info.version
+
+
+@pytest.mark.parametrize("mode", ["direct", "staged"])
+def test_a_store_that_lets_two_writers_claim_one_version_loses_no_export(
+    server_backend, source, mode, caplog
+):
+    """Should a store not keep a claim exclusive (stock moto under a race; an S3-compatible
+    store that ignores If-None-Match), a second writer can commit the version while this
+    publish places its files there. Its marker then fails: the abort must not delete the files
+    the other writer's marker names (it once emptied such an export), and it says what broke."""
+    from cloud_exporter.testing import FailOn
+    from cloud_exporter.testing_faults import MUTATING_METHODS
+
+    backend, placed = server_backend, []
+    version_dir = backend.strip(backend.join("7")) + "/"
+
+    def other_writer_commits_first(method: str, path: str) -> bool:
+        if not placed and method in MUTATING_METHODS and path.startswith(version_dir):
+            placed.append(path)
+            fs = backend.new_fs()
+            fs.rm_file(backend.strip(backend.join(STAGING_DIRNAME, "7.claim")))  # not exclusive
+            ce.publish(source, backend.base, version=7, mode="direct", filesystem=fs)
+        return False
+
+    faulty = FaultyFileSystem(
+        backend.new_fs(), fail_on=[FailOn(predicate=other_writer_commits_first, times=None)]
+    )
+    with pytest.raises(ce.VersionConflictError, match="7"):
+        ce.publish(source, backend.base, version=7, mode=mode, filesystem=faulty)
+    assert placed
+    assert ce.verify_export(backend.base, 7, deep=True, filesystem=backend.new_fs()).version == 7
+    assert any(
+        "did not keep create-only writes exclusive" in r.getMessage() for r in caplog.records
+    )
+    staging = backend.strip(backend.join(STAGING_DIRNAME))
+    assert not [p for p in backend.new_fs().find(staging) if "/7-" in p]  # our uploads went
