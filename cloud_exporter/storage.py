@@ -21,6 +21,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from glob import has_magic
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
 from . import storage_checksums as checksummed
+from . import storage_exclusive as exclusive
 from .backends import (
     RANGED_GET_OPTIONS,
     bounded_get_options,
@@ -294,7 +296,10 @@ class Storage:
                 with _memory_create_lock(path):
                     self._write("create", path, self.fs.pipe_file, path, data, mode="create")
             else:
-                self._write("create", path, self.fs.pipe_file, path, data, mode="create")
+                exclusive.refuse_known_overwriter(self, path)
+                create = partial(self._write, "create", path, self.fs.pipe_file, path, data)
+                create(mode="create")
+                exclusive.confirm_exclusive(self, path, partial(create, mode="create"))
         except FileExistsError:
             return False
         return True

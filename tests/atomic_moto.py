@@ -9,9 +9,12 @@ the test servers must too. This launcher serialises conditional writes on keys b
 (they are only claims, markers and other small objects, so the lock costs nothing measurable)
 and then runs moto's own server entry point with the remaining arguments.
 
-Usage: ``python atomic_moto.py [--stock] [--race-window SECONDS] <moto.server arguments>``
+Usage: ``python atomic_moto.py [--stock] [--ignore-if-none-match] [--race-window SECONDS]
+<moto.server arguments>``
 
 - ``--stock``: leave moto's conditional writes as they are;
+- ``--ignore-if-none-match``: drop that header from every request, as some S3-compatible stores
+  do (they accept it and overwrite anyway), for the test of the library's check for them;
 - ``--race-window S``: sleep ``S`` seconds inside every object lookup, which widens moto's
   check-then-store window so that a race shows up at once (only for the test that proves the
   lock: it runs one server of each kind with a window and counts the winners).
@@ -28,17 +31,19 @@ from typing import Any
 CONDITIONAL_HEADERS = ("If-None-Match", "If-Match")
 
 
-def _make_conditional_writes_atomic() -> None:
+def _patch_key_requests(atomic: bool, ignore_if_none_match: bool) -> None:
     from moto.s3.responses import S3Response
 
     lock = threading.Lock()
     handle = S3Response._key_response
 
     def key_response(self: S3Response, request: Any, full_url: str) -> Any:
+        if ignore_if_none_match:
+            request.environ.pop("HTTP_IF_NONE_MATCH", None)  # request.headers reads the environ
         conditional = request.method in ("PUT", "POST") and any(
             request.headers.get(name) for name in CONDITIONAL_HEADERS
         )
-        if not conditional:
+        if not (atomic and conditional):
             return handle(self, request, full_url)
         with lock:
             return handle(self, request, full_url)
@@ -62,14 +67,13 @@ def _widen_race_window(seconds: float) -> None:
 def main(argv: list[str]) -> None:
     if sys.path and sys.path[0] == str(Path(__file__).resolve().parent):
         del sys.path[0]  # this script's directory holds test modules, not moto's dependencies
-    stock = "--stock" in argv
-    argv = [arg for arg in argv if arg != "--stock"]
+    flags = {"--stock", "--ignore-if-none-match"}
+    given, argv = flags.intersection(argv), [arg for arg in argv if arg not in flags]
     if "--race-window" in argv:
         at = argv.index("--race-window")
         _widen_race_window(float(argv[at + 1]))
         del argv[at : at + 2]
-    if not stock:
-        _make_conditional_writes_atomic()
+    _patch_key_requests("--stock" not in given, "--ignore-if-none-match" in given)
 
     from moto.server import main as moto_main
 

@@ -296,15 +296,21 @@ def _spawn(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
 # ---------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def moto_server(
-    timeout: float = START_TIMEOUT_S, *, stock: bool = False, race_window_s: float = 0.0
+    timeout: float = START_TIMEOUT_S,
+    *,
+    stock: bool = False,
+    race_window_s: float = 0.0,
+    ignore_if_none_match: bool = False,
 ) -> Iterator[str]:
     """Run moto's S3 server; yield its endpoint URL ``http://127.0.0.1:PORT``.
 
     It runs through atomic_moto.py, which makes moto's conditional writes atomic as S3's are;
     ``stock`` leaves them as moto has them and ``race_window_s`` widens their check-then-store
-    window (both only for the test that shows why)."""
+    window (both only for the test that shows why); ``ignore_if_none_match`` makes it behave
+    like an S3-compatible store that overwrites despite the header."""
     launcher = [sys.executable, str(Path(__file__).with_name("atomic_moto.py"))]
     launcher += ["--stock"] if stock else []
+    launcher += ["--ignore-if-none-match"] if ignore_if_none_match else []
     launcher += ["--race-window", str(race_window_s)] if race_window_s else []
 
     def argv(port: int) -> list[str]:
