@@ -31,6 +31,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
 from . import storage_checksums as checksummed
+from . import storage_deletes as deletes
 from . import storage_exclusive as exclusive
 from .backends import (
     RANGED_GET_OPTIONS,
@@ -374,6 +375,9 @@ class Storage:
         self.run_parallel(self.delete_one, literal)
         for start in range(0, len(paths), DELETE_BATCH):
             batch = paths[start : start + DELETE_BATCH]
+            if self.kind == "s3":  # DeleteObjects: refusals come back per key
+                deletes.delete_s3_batch(self, batch)
+                continue
             try:
                 self._call("delete", batch[0], self.fs.rm, batch)
             except FileNotFoundError:

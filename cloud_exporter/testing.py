@@ -372,14 +372,22 @@ class FaultyFileSystem(AbstractFileSystem):
         self._run("_rm", lambda: fn(path), paths, paths)
 
     def backend_call(
-        self, method: str, path: str | list[str], fn: Callable[..., Any], *args: Any, **kwargs: Any
+        self,
+        method: str,
+        path: str | list[str],
+        fn: Callable[..., Any],
+        *args: Any,
+        targets: list[str] | None = None,
+        **kwargs: Any,
     ) -> Any:
         """One mutating call of the backend's own API (a multipart part, a resumable chunk, a
-        CopyObject), logged as ``method`` on ``path`` (for a copy: ``[src, dst]``, of which
-        only dst is written) and faulted like any fsspec call. Storage routes those calls
-        here when this layer wraps the filesystem; fn is the real backend's."""
+        CopyObject, a DeleteObjects), logged as ``method`` on ``path`` (for a copy: ``[src,
+        dst]``, of which only dst is written; ``targets`` when it writes several) and faulted
+        like any fsspec call. Storage routes those calls here when this layer wraps the
+        filesystem; fn is the real backend's."""
         paths = self._remote(path)
-        return self._run(method, lambda: fn(*args, **kwargs), paths, paths[-1:], mutating=True)
+        written = paths[-1:] if targets is None else self._remote(targets)
+        return self._run(method, lambda: fn(*args, **kwargs), paths, written, mutating=True)
 
     def invalidate_cache(self, path: str | None = None) -> None:
         """Forwarded and logged, never faulted (no request is made); staleness is unaffected."""
