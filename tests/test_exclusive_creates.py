@@ -78,3 +78,20 @@ def test_an_honest_store_is_asked_once_per_bucket(s3_backend, source, monkeypatc
     info = ce.publish(source, s3_backend.base, filesystem=second)
     assert len(_claim_creates(second)) == 1
     assert ce.verify_export(s3_backend.base, info.version, deep=True, filesystem=s3_backend.fs)
+
+
+def test_the_cli_says_so_in_one_line_with_exit_6(overwriting_s3, source):
+    import subprocess
+    import sys
+
+    flags = [f"-o{key}={value}" for key, value in overwriting_s3.items() if key != "client_kwargs"]
+    flags += [f"-oclient_kwargs.{k}={v}" for k, v in overwriting_s3["client_kwargs"].items()]
+    base = f"s3://{BUCKET}/cli/exports"
+    done = subprocess.run(
+        [sys.executable, "-m", "cloud_exporter", "publish", str(source), base, *flags],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 6, done.stderr
+    assert done.stderr.count("\n") == 1 and "ignores If-None-Match" in done.stderr
