@@ -70,8 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    retry_log = logging.getLogger("cloud_exporter.retry")
+    retry_level = retry_log.level  # restored after the run: a caller's process keeps its own
     if not args.verbose:  # retry chatter is for --verbose; the final error says it all
-        logging.getLogger("cloud_exporter.retry").setLevel(logging.ERROR)
+        retry_log.setLevel(logging.ERROR)
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
@@ -83,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         exc = _cli_error(exc, args)
         code = next((code for kind, code in EXIT_CODES if isinstance(exc, kind)), 1)
         return _fail(args, exc, code)
+    finally:
+        retry_log.setLevel(retry_level)
 
 
 def _fail(args: argparse.Namespace, exc: BaseException, code: int) -> int:

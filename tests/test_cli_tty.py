@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import logging
 import os
 import pty
 import re
@@ -201,7 +202,10 @@ def test_publish_with_a_display_walks_the_source_once(tmp_path, source, monkeypa
     monkeypatch.setattr(
         Progress, "set_total", lambda bar, n: totals.append(n) or real_set_total(bar, n)
     )
+    retry_log = logging.getLogger("cloud_exporter.retry")
+    level = retry_log.level
     assert cli.main(["publish", str(source), str(tmp_path / "exports")]) == 0
+    assert retry_log.level == level  # quiet retries for the run only: the process keeps its own
     assert len(walks) == 1
     assert totals == [total_bytes(source)]
     assert "published" in capsys.readouterr().out

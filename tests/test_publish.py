@@ -241,7 +241,8 @@ def test_a_store_that_lets_two_writers_claim_one_version_loses_no_export(
     faulty = FaultyFileSystem(
         backend.new_fs(), fail_on=[FailOn(predicate=other_writer_commits_first, times=None)]
     )
-    with pytest.raises(ce.VersionConflictError, match="7"):
+    logs = caplog.at_level("WARNING", logger="cloud_exporter")
+    with logs, pytest.raises(ce.VersionConflictError, match="7"):
         ce.publish(source, backend.base, version=7, mode=mode, filesystem=faulty)
     assert placed
     assert ce.verify_export(backend.base, 7, deep=True, filesystem=backend.new_fs()).version == 7

@@ -83,7 +83,8 @@ def test_keys_the_store_puts_off_are_deleted_again(s3_backend, source, monkeypat
         return out
 
     monkeypatch.setattr(fs, "call_s3", call_s3)
-    report = ce.prune(s3_backend.base, keep=1, filesystem=fs)
+    with caplog.at_level("WARNING", logger="cloud_exporter"):
+        report = ce.prune(s3_backend.base, keep=1, filesystem=fs)
     assert report.deleted == [1, 2] and answered
     assert not fs.exists(f"{fs.split_path(s3_backend.base)[0]}/{answered[0]}")
     assert [
