@@ -5,9 +5,9 @@ write when the key exists, and that refusal is what makes a version one writer's
 header (since 2024); some S3-compatible stores accept it and overwrite anyway, which would let
 two writers claim one version and the loser's clean-up damage the winner's export. So the first
 create-only write a process makes to a bucket is sent a second time: an honest store refuses it
-(one extra request per bucket and process); a store that accepts it gets a ``StorageError``
-naming the problem, before anything is published there. GCS's ``ifGenerationMatch=0``, local
-disk and memory need no such check.
+(one extra request per bucket and process); a store that accepts it and a third one gets a
+``StorageError`` naming the problem, before anything is published there. GCS's
+``ifGenerationMatch=0``, local disk and memory need no such check.
 """
 
 from __future__ import annotations
@@ -62,10 +62,16 @@ def confirm_exclusive(storage: Storage, path: str, create_again: Callable[[], No
     with _lock:
         if key not in S3_CREATES_EXCLUSIVE:
             try:
-                create_again()
-                S3_CREATES_EXCLUSIVE[key] = False
-            except FileExistsError:
-                S3_CREATES_EXCLUSIVE[key] = True
+                # Twice: one accepted repeat may only mean that someone deleted the object in
+                # between (a prune with no grace); two in a row mean the store overwrites.
+                for _ in range(2):
+                    try:
+                        create_again()
+                    except FileExistsError:
+                        S3_CREATES_EXCLUSIVE[key] = True
+                        break
+                else:
+                    S3_CREATES_EXCLUSIVE[key] = False
             except StorageError:  # unknown: ask again on the next create
                 return
     if not S3_CREATES_EXCLUSIVE[key]:

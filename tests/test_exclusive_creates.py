@@ -19,7 +19,7 @@ from savedmodels import fake_saved_model
 import cloud_exporter as ce
 from cloud_exporter import storage_exclusive
 from cloud_exporter.layout import CLAIM_SUFFIX
-from cloud_exporter.testing import FaultyFileSystem
+from cloud_exporter.testing import FailOn, FaultyFileSystem
 
 BUCKET = "overwriting-bucket"
 
@@ -95,3 +95,25 @@ def test_the_cli_says_so_in_one_line_with_exit_6(overwriting_s3, source):
     )
     assert done.returncode == 6, done.stderr
     assert done.stderr.count("\n") == 1 and "ignores If-None-Match" in done.stderr
+
+
+def test_a_claim_deleted_between_the_create_and_its_repeat_is_no_false_alarm(
+    s3_backend, source, monkeypatch
+):
+    """A pruner with no grace may delete a claim in the moment between the create and its
+    repeat: the repeat then succeeds on an honest store. One more repeat, refused, tells."""
+    monkeypatch.setattr(storage_exclusive, "S3_CREATES_EXCLUSIVE", {})
+
+    def pruner_deletes(called: str, path: str) -> bool:
+        if called == "pipe_file" and path.endswith(CLAIM_SUFFIX) and not deleted:
+            deleted.append(path)
+            s3_backend.new_fs().rm_file(path)
+        return False
+
+    deleted: list[str] = []
+    repeat = FailOn(method="pipe_file", nth=2, predicate=pruner_deletes, times=None)
+    faulty = FaultyFileSystem(s3_backend.new_fs(), fail_on=[repeat])
+    info = ce.publish(source, s3_backend.base, filesystem=faulty)
+    assert deleted and len(_claim_creates(faulty)) == 3
+    assert list(storage_exclusive.S3_CREATES_EXCLUSIVE.values()) == [True]
+    assert ce.verify_export(s3_backend.base, info.version, deep=True, filesystem=s3_backend.fs)
